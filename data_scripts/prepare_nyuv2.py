@@ -1,0 +1,12 @@
+"""Check a downloaded NYUv2 (NYUD_MT) folder, write split lists and a manifest, optionally cache it resized.
+
+Usage: python data_scripts/prepare_nyuv2.py ROOT [--out OUT] [--size H W] [--verify] [--hash-files]
+(see --help and densemtl_lab/data/prepare.py for the output format).
+"""
+
+import sys
+
+from densemtl_lab.data.prepare import main
+
+if __name__ == "__main__":
+    sys.exit(main("nyuv2"))

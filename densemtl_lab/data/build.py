@@ -1,0 +1,103 @@
+"""Datasets from a `DataConfig`: the toy scenes or one of the real loaders, with the training augmentation.
+
+The real loaders are imported only when asked for, so the toy lessons never touch their code. The
+training split gets the reference's augmentation (random horizontal flip, reference/densemtl.md §6) and,
+for the VKITTI2 -> Cityscapes recipe, a random crop (§8); other splits are only resized by their loader.
+Random transforms draw from torch's global generator: the trainer restores it on resume, and a
+DataLoader seeds it per worker.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+from typing import Iterable
+
+from torch.utils.data import Dataset
+
+from densemtl_lab.config import ConfigError, DataConfig
+from densemtl_lab.data.transforms import Compose, RandomCrop, RandomHorizontalFlip
+
+#: Real dataset name -> (module, class); imported lazily.
+REAL_DATASETS: dict[str, tuple[str, str]] = {
+    "cityscapes": ("densemtl_lab.data.cityscapes", "Cityscapes"),
+    "synthia": ("densemtl_lab.data.synthia", "Synthia"),
+    "vkitti2": ("densemtl_lab.data.vkitti2", "VirtualKitti2"),
+    "nyuv2": ("densemtl_lab.data.nyuv2", "NYUv2"),
+}
+#: Where each dataset's preparation script lives (named in the missing-root error).
+_PREPARE_HINT = "data_scripts/prepare_{name}.py"
+
+
+class DataRootError(ConfigError):
+    """A real dataset asked for without a usable data root."""
+
+
+def training_transform(data: DataConfig) -> Compose | None:
+    """The augmentation of the training split: random crop (when set) then random horizontal flip."""
+    steps = []
+    if data.crop is not None:
+        steps.append(RandomCrop(data.crop))
+    if data.hflip:
+        steps.append(RandomHorizontalFlip(0.5))
+    return Compose(tuple(steps)) if steps else None
+
+
+def _real_dataset(name: str, root: str | None, parameter: str, data: DataConfig, split: str,
+                  tasks: Iterable[str] | None, transform: Compose | None) -> Dataset:
+    if root is None or not Path(root).expanduser().is_dir():
+        state = " is not set" if root is None else f"={root!r} is not a folder"
+        raise DataRootError(f"{parameter}{state} for dataset {name!r}; pass -p {parameter}=/path/to/"
+                            f"{name} (check it with {_PREPARE_HINT.format(name=name)})")
+    module_name, class_name = REAL_DATASETS[name]
+    loader = getattr(importlib.import_module(module_name), class_name)
+    options = {}
+    if data.classes is not None:
+        if "num_classes" in inspect.signature(loader).parameters:
+            options["num_classes"] = data.classes
+        elif data.classes != loader.num_classes:
+            raise ConfigError(f"data.classes={data.classes} is not available for {name!r}, which "
+                              f"has {loader.num_classes} classes; set data.classes={loader.num_classes}")
+    return loader(Path(root).expanduser(), split=split, size=data.size, tasks=tasks,
+                  transform=transform, **options)
+
+
+def build_dataset(data: DataConfig, split: str, domain: str | None = None,
+                  tasks: Iterable[str] | None = None) -> Dataset:
+    """The dataset of `split` ("train" or "val") described by `data`.
+
+    The toy scenes are rendered on the fly, or, with `data.root`, read from `<root>/<split>` (written by
+    data_scripts/make_toy_dataset.py).
+    `domain`: None uses `data.domain` (toy) or `data.dataset`; "target" picks the adaptation target
+    (`data.target_dataset`, or the toy target domain). `tasks` limits the labels a real loader reads.
+    """
+    if domain not in (None, "source", "target"):
+        raise ConfigError(f"domain={domain!r} must be None, 'source' or 'target'")
+    name, root, parameter = data.dataset, data.root, "data.root"
+    if domain == "target" and data.target_dataset is not None:
+        name, root, parameter = data.target_dataset, data.target_root, "data.target_root"
+    transform = training_transform(data) if split == "train" else None
+    if name != "toy":
+        return _real_dataset(name, root, parameter, data, split, tasks, transform)
+    from densemtl_lab.data.toy import ToyScenes
+
+    if root is not None:
+        return _toy_from_disk(Path(root).expanduser() / split, parameter, data, transform)
+    length = data.train_length if split == "train" else data.val_length
+    return ToyScenes(length, size=data.size, domain=domain or data.domain, severity=data.severity,
+                     seed=data.scene_seed, split=split, transform=transform)
+
+
+def _toy_from_disk(folder: Path, parameter: str, data: DataConfig, transform: Compose | None) -> Dataset:
+    """A toy split written by data_scripts/make_toy_dataset.py into <root>/<split>."""
+    from densemtl_lab.data.toy import ToyScenes
+
+    if not (folder / "manifest.json").is_file():
+        raise DataRootError(f"{parameter}: {folder} holds no toy dataset; write one per split with "
+                            f"python data_scripts/make_toy_dataset.py {folder} --split {folder.name}")
+    dataset = ToyScenes.from_disk(folder, transform=transform)
+    if tuple(dataset.size) != tuple(data.size):
+        raise ConfigError(f"the toy dataset in {folder} is {dataset.size[0]}x{dataset.size[1]} but "
+                          f"data.size={data.size}; set data.size to match")
+    return dataset
