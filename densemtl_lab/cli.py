@@ -1,0 +1,331 @@
+"""The `densemtl-lab` command (also `python -m densemtl_lab`).
+
+    densemtl-lab train --profile quick --model densemtl --tasks SDN [-p train.steps=500 ...]
+    densemtl-lab train --tasks SD --adapt adversarial --target toy   (domain adaptation, densemtl_lab.uda)
+    densemtl-lab eval CHECKPOINT [--split val] [--out FILE]
+    densemtl-lab predict CHECKPOINT IMAGE... [--out DIR]
+    densemtl-lab run [--profile quick] [--only 03,04]      (the notebook batch runner)
+    densemtl-lab profiles
+    densemtl-lab notebooks refresh|check [NOTEBOOK...]  (default: notebooks/*.ipynb)
+
+Several processes: `torchrun --nproc_per_node=N -m densemtl_lab train ...`. Errors the user can fix
+(a bad value, a missing file or folder, a corrupt checkpoint) print one line and exit with status 2;
+a NaN/inf loss exits with 1; Ctrl-C during training saves a checkpoint and exits with 130. Set
+DENSEMTL_DEBUG=1 to see the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+from densemtl_lab.config import (
+    ADAPT_METHODS, PROFILES, ConfigError, ExperimentConfig, get_profile, load_config, override,
+)
+
+EXIT_USER_ERROR = 2
+EXIT_TRAINING_FAILED = 1
+EXIT_INTERRUPTED = 130
+EXIT_NOTEBOOK_PROBLEMS = 1
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-p", "--set", dest="assignments", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE",
+                        help="change one config value (repeatable), e.g. -p train.steps=10")
+    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1 or mps")
+
+
+# --- train --------------------------------------------------------------------------------------------
+
+def _add_train(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="quick", help=f"one of {', '.join(PROFILES)} (default quick)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="a YAML experiment file (its `profile:` key, else --profile, is the base)")
+    parser.add_argument("--model", default=None, help="stl, stl-deeplab, mtl, padnet, 3ways, densemtl")
+    parser.add_argument("--tasks", default=None, help="task letters, e.g. SDN")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--data-root", default=None, help="folder of a real dataset (sets data.root)")
+    parser.add_argument("--adapt", default=None, choices=ADAPT_METHODS,
+                        help="domain adaptation to --target: none (source only), adversarial, entropy, or "
+                             "oracle (trained on the labelled target); sets adapt.method")
+    parser.add_argument("--target", default=None,
+                        help="target domain: toy (the toy target domain) or a real dataset name; sets "
+                             "data.target_dataset (validation then runs on it)")
+    parser.add_argument("--target-root", default=None, help="folder of the target dataset (sets data.target_root)")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="run folder (default runs/<profile>-<model>-<tasks>-s<seed>)")
+    parser.add_argument("--runs", type=Path, default=Path("runs"), help="parent of default run folders")
+    parser.add_argument("--resume", action="store_true", help="continue the run folder's newest checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="clear an existing run folder first")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_common(parser)
+
+
+def experiment_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """The profile or file, then the named options, then the -p assignments."""
+    if args.config is not None:
+        config = load_config(args.config, base=args.profile)
+    else:
+        config = get_profile(args.profile)
+    shortcuts = {"model.name": args.model, "model.tasks": args.tasks, "train.seed": args.seed,
+                 "train.steps": args.steps, "data.root": args.data_root, "train.device": args.device,
+                 "adapt.method": args.adapt, "data.target_dataset": args.target,
+                 "data.target_root": args.target_root,
+                 "train.quiet": True if args.quiet else None}
+    assignments = [f"{key}={json.dumps(value) if not isinstance(value, str) else value}"
+                   for key, value in shortcuts.items() if value is not None]
+    return override(config, *assignments, *args.assignments)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from densemtl_lab.train import Trainer, default_run_dir
+
+    config = experiment_from_args(args)
+    run_dir = args.run_dir if args.run_dir is not None else default_run_dir(config, args.runs)
+    trainer = Trainer(config, run_dir, resume=args.resume, overwrite=args.overwrite)
+    result = trainer.fit()
+    if not trainer.context.is_main:
+        return 0
+    if result.interrupted:
+        print(f"Interrupted at step {result.step}: checkpoint {result.last_checkpoint}; continue with "
+              f"densemtl-lab train --run-dir {run_dir} --resume (and the same options).")
+        return EXIT_INTERRUPTED
+    print(f"Trained {result.step} steps into {run_dir}.")
+    print(json.dumps(result.metrics, indent=2))
+    return 0
+
+
+# --- eval ---------------------------------------------------------------------------------------------
+
+def _add_eval(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--split", default="val", help="dataset split to evaluate (default val)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="metrics JSON file (default: beside the checkpoint, <name>.metrics.json)")
+    _add_common(parser)
+
+
+def _evaluation_config(config: ExperimentConfig, args: argparse.Namespace) -> ExperimentConfig:
+    """The checkpoint's config with the user's data/train changes (the model is fixed by the weights)."""
+    fixed = [item for item in args.assignments if not item.startswith(("data.", "train."))]
+    if fixed:
+        raise ConfigError(f"-p {fixed[0]}: only data.* and train.* can change for a trained model")
+    device = [f"train.device={args.device}"] if args.device else []
+    return override(config, "train.eval_batches=null", *device, *args.assignments)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from densemtl_lab.atomic import write_json_atomic
+    from densemtl_lab.data.build import build_dataset
+    from densemtl_lab.distributed import ProcessContext, process_device
+    from densemtl_lab.train import evaluate_model, load_trained_model
+
+    model, config, _ = load_trained_model(args.checkpoint)
+    config = _evaluation_config(config, args)
+    device = process_device(ProcessContext(), config.train.device)
+    target = "target" if config.data.target_dataset else None
+    dataset = build_dataset(config.data, args.split, target, config.model.task_names)
+    metrics = evaluate_model(model.to(device), dataset, config, device)
+    out = args.out if args.out is not None else args.checkpoint.with_suffix(".metrics.json")
+    write_json_atomic(out, {"checkpoint": str(args.checkpoint), "split": args.split,
+                            "images": len(dataset), "metrics": metrics})
+    print(json.dumps(metrics, indent=2))
+    print(f"Wrote {out}")
+    return 0
+
+
+# --- predict ------------------------------------------------------------------------------------------
+
+def _add_predict(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for the pictures (default: beside each input image)")
+    parser.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                        help="network input size (default: the training size)")
+    parser.add_argument("--device", default="auto")
+
+
+def _read_image(path: Path) -> Any:
+    """RGB float tensor [3, H, W] in [0, 1]."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"image {path} cannot be read ({error}); pass a PNG or JPEG file") from None
+    return torch.from_numpy(array).permute(2, 0, 1)  # 3, H, W
+
+
+def predict_image(model: Any, image: Any, size: tuple[int, int]) -> dict[str, Any]:
+    """Every task's prediction (label units, tasks.decode_prediction) at the image's own size."""
+    import torch
+    import torch.nn.functional as F
+
+    from densemtl_lab.tasks import decode_prediction
+
+    height, width = image.shape[-2:]
+    device = next(model.parameters()).device
+    batch = F.interpolate(image[None].to(device), size=size, mode="bilinear", align_corners=False,
+                          antialias=True)  # 1, 3, h, w
+    with torch.inference_mode():
+        outputs = model(batch)
+    predictions = {}
+    for task in model.tasks:
+        raw = F.interpolate(outputs[task][0].float(), size=(height, width), mode="bilinear",
+                            align_corners=False)  # 1, C, H, W
+        predictions[task] = decode_prediction(task, raw)[0].cpu()
+    return predictions
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from densemtl_lab.data.transforms import Resize
+    from densemtl_lab.runtime import select_device
+    from densemtl_lab.train import load_trained_model
+    from densemtl_lab.viz import colourise
+
+    model, config, state = load_trained_model(args.checkpoint, select_device(args.device))
+    size = Resize(args.size).size if args.size else config.data.size
+    if size[0] % 16 or size[1] % 16:
+        raise ConfigError(f"--size {size[0]} {size[1]} must be divisible by 16")
+    palette = state.get("classes", {}).get("palette")
+    images = [(path, _read_image(path)) for path in args.images]  # all readable before writing any
+    for path, image in images:
+        folder = args.out if args.out is not None else path.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        for task, prediction in predict_image(model, image, size).items():
+            target = folder / f"{path.stem}_{task}.png"
+            Image.fromarray(colourise(task, prediction, palette)).save(target)
+            print(target)
+    return 0
+
+
+# --- run and profiles ---------------------------------------------------------------------------------
+
+def _add_run(parser: argparse.ArgumentParser) -> None:
+    from densemtl_lab.run import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    from densemtl_lab.run import run_from_args
+
+    return run_from_args(args)
+
+
+def _add_profiles(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", default=None, help="print this profile's full config as JSON")
+
+
+def _run_profiles(args: argparse.Namespace) -> int:
+    if args.name is not None:
+        print(json.dumps(get_profile(args.name).to_dict(), indent=2))
+        return 0
+    for name, config in PROFILES.items():
+        print(f"{name:26s} {config.data.dataset} {config.data.size[0]}x{config.data.size[1]}, "
+              f"{config.model.backbone}, batch {config.train.batch_size}, {config.train.steps} steps")
+    return 0
+
+
+# --- notebooks ----------------------------------------------------------------------------------------
+
+def _add_notebooks(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("refresh", "check"),
+                        help="refresh: execute in the smoke profile and keep only checked outputs; "
+                             "check: list what committed notebooks store that they should not")
+    parser.add_argument("paths", type=Path, nargs="*", metavar="NOTEBOOK",
+                        help="notebooks (default: notebooks/*.ipynb of the current folder)")
+
+
+def notebook_paths(paths: list[Path]) -> list[Path]:
+    """The given notebooks (each must exist), or notebooks/*.ipynb of the current folder."""
+    if not paths:
+        paths = sorted(Path("notebooks").glob("*.ipynb"))
+        if not paths:
+            raise FileNotFoundError("no notebooks/*.ipynb here; run from the repository root or name "
+                                    "the notebooks")
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"notebook {path} does not exist")
+    return paths
+
+
+def _run_notebooks(args: argparse.Namespace) -> int:
+    import nbformat
+
+    from densemtl_lab import nbtools
+
+    paths = notebook_paths(args.paths)
+    if args.action == "refresh":
+        nbtools.refresh(paths)
+        return 0
+    problems = [problem for path in paths
+                for problem in nbtools.committed_problems(nbformat.read(path, as_version=4), path.name)]
+    print("\n".join(problems) if problems else f"{len(paths)} notebooks clean")
+    return EXIT_NOTEBOOK_PROBLEMS if problems else 0
+
+
+class Command(NamedTuple):
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command("train a model (one run folder per run)", _add_train, _run_train),
+    "eval": Command("evaluate a checkpoint and write its metrics JSON", _add_eval, _run_eval),
+    "predict": Command("colourised predictions of a checkpoint for image files", _add_predict, _run_predict),
+    "run": Command("run the lesson notebooks headless and write a report", _add_run, _run_run),
+    "profiles": Command("list the named profiles (or print one)", _add_profiles, _run_profiles),
+    "notebooks": Command("refresh or check the committed lesson notebooks", _add_notebooks, _run_notebooks),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="densemtl-lab", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        sub = commands.add_parser(name, help=command.help, description=command.help)
+        command.add_arguments(sub)
+        sub.set_defaults(handler=command.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status."""
+    from densemtl_lab.distributed import shutdown
+
+    args = build_parser().parse_args(argv)
+    debug = os.environ.get("DENSEMTL_DEBUG") == "1"
+    try:
+        return args.handler(args)
+    except (ValueError, OSError) as error:
+        if debug:
+            raise
+        print(f"densemtl-lab: error: {str(error).splitlines()[0] if str(error) else type(error).__name__}",
+              file=sys.stderr)
+        return EXIT_USER_ERROR
+    except FloatingPointError as error:
+        if debug:
+            raise
+        print(f"densemtl-lab: error: {error}", file=sys.stderr)
+        return EXIT_TRAINING_FAILED
+    except KeyboardInterrupt:
+        print("densemtl-lab: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        shutdown()

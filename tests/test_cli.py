@@ -1,0 +1,137 @@
+"""The `densemtl-lab` command: train, eval, predict, run, profiles, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from densemtl_lab.cli import COMMANDS, main
+from densemtl_lab.config import PROFILES
+
+SMOKE_ARGS = ["--profile", "smoke", "--quiet", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A one-step smoke run made through the command line."""
+    run_dir = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", "--run-dir", str(run_dir), *SMOKE_ARGS, "--steps", "1", "--tasks", "SDNE"]) == 0
+    return run_dir
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("densemtl-lab: error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_every_command_is_registered():
+    assert {"train", "eval", "predict", "run", "profiles"} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--profile", "quik"], "unknown profile 'quik'; valid profiles: smoke, quick"),
+    (["train", *SMOKE_ARGS, "--model", "resnet"], "model.name='resnet' is unknown; use one of stl"),
+    (["train", *SMOKE_ARGS, "--tasks", "SQ"], "unknown task 'Q'"),
+    (["train", *SMOKE_ARGS, "-p", "train.stpes=3"], "unknown config key 'train.stpes'; did you mean 'steps'"),
+    (["train", "--profile", "paper-cityscapes"], "data.root is not set for dataset 'cityscapes'; pass -p "
+                                                 "data.root=/path/to/cityscapes"),
+    (["train", *SMOKE_ARGS, "-p", "data.dataset=nyuv2", "--data-root", "/no/such/dir"],
+     "data.root='/no/such/dir' is not a folder for dataset 'nyuv2'"),
+])
+def test_user_errors_print_one_line_and_exit_2(tmp_path, capsys, args, message):
+    assert main([*args, "--run-dir", str(tmp_path / "run")]) == 2
+    assert message in _one_line_error(capsys)
+    assert not (tmp_path / "run").exists()  # nothing is created before the config is usable
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_corrupt_checkpoints_give_one_line(trained, tmp_path, capsys, damage, command):
+    source = (trained / "checkpoints" / "step_0000001.pt").read_bytes()
+    path = tmp_path / "broken.pt"
+    path.write_bytes(source[: len(source) // 3] if damage == "truncated" else b"\x00garbage" * 100)
+    image = tmp_path / "x.png"
+    Image.new("RGB", (64, 32)).save(image)
+    assert main([command, str(path), *([str(image)] if command == "predict" else [])]) == 2
+    assert f"checkpoint {path} is corrupt or truncated" in _one_line_error(capsys)
+
+
+def test_an_existing_run_folder_is_not_overwritten(trained, capsys):
+    assert main(["train", "--run-dir", str(trained), *SMOKE_ARGS, "--steps", "1", "--tasks", "SDNE"]) == 2
+    assert "already exists; pass --resume" in _one_line_error(capsys)
+
+
+def test_a_nan_loss_exits_1_with_task_and_step(tmp_path, capsys):
+    args = ["train", "--run-dir", str(tmp_path / "run"), *SMOKE_ARGS, "--steps", "3",
+            "-p", "optim.lr=1e30", "-p", "optim.backbone_lr=1e30", "-p", "train.checkpoint_every=1"]
+    assert main(args) == 1
+    assert re.search(r"loss of task '(semseg|depth|normals)' is (nan|inf|-inf) at step 2; the run stopped "
+                     r"and the last good checkpoint is", _one_line_error(capsys))
+
+
+def test_eval_prints_and_writes_metrics(trained, tmp_path, capsys):
+    out = tmp_path / "m.json"
+    assert main(["eval", str(trained / "checkpoints" / "best.pt"), "--out", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert set(written["metrics"]) == {"semseg", "depth", "normals", "edges"} and written["images"] == 4
+    printed = capsys.readouterr().out
+    assert json.loads(printed[: printed.rindex("}") + 1]) == written["metrics"]
+    assert main(["eval", str(trained / "checkpoints" / "best.pt")]) == 0
+    assert (trained / "checkpoints" / "best.metrics.json").is_file()
+
+
+def test_eval_refuses_to_change_the_trained_model(trained, capsys):
+    assert main(["eval", str(trained / "checkpoints" / "best.pt"), "-p", "model.tasks=S"]) == 2
+    assert "only data.* and train.* can change" in _one_line_error(capsys)
+
+
+def test_predict_writes_a_picture_per_task_beside_inputs_or_into_a_folder(trained, tmp_path):
+    rng = np.random.default_rng(0)
+    images = []
+    for name, size in (("a.png", (70, 50)), ("b.jpg", (128, 64))):
+        path = tmp_path / name
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+        images.append(path)
+    checkpoint = str(trained / "checkpoints" / "best.pt")
+    assert main(["predict", checkpoint, *map(str, images), "--out", str(tmp_path / "out")]) == 0
+    for image in images:
+        width, height = Image.open(image).size
+        for task in ("semseg", "depth", "normals", "edges"):
+            picture = Image.open(tmp_path / "out" / f"{image.stem}_{task}.png")
+            assert picture.mode == "RGB" and picture.size == (width, height)
+    assert main(["predict", checkpoint, str(images[0])]) == 0
+    assert (tmp_path / "a_depth.png").is_file()
+
+
+def test_predict_names_a_missing_image(trained, tmp_path, capsys):
+    assert main(["predict", str(trained / "checkpoints" / "best.pt"), str(tmp_path / "none.png")]) == 2
+    assert f"image {tmp_path / 'none.png'} does not exist" in _one_line_error(capsys)
+
+
+def test_run_is_wired_to_the_batch_runner(tmp_path, capsys):
+    (tmp_path / "notebooks").mkdir()
+    assert main(["run", "--notebooks", str(tmp_path / "notebooks"), "--runs", str(tmp_path / "runs")]) == 0
+    assert "No numbered notebooks" in capsys.readouterr().out
+    assert main(["run", "--profile", "nope", "--notebooks", str(tmp_path / "notebooks")]) == 2
+    assert "unknown profile 'nope'" in _one_line_error(capsys)
+
+
+def test_profiles_lists_every_profile_and_prints_one(capsys):
+    assert main(["profiles"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == list(PROFILES)
+    assert main(["profiles", "smoke"]) == 0
+    assert json.loads(capsys.readouterr().out)["train"]["steps"] == 4
+
+
+def test_python_dash_m_runs_the_same_command():
+    done = subprocess.run([sys.executable, "-m", "densemtl_lab", "profiles"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.splitlines()[0].startswith("smoke")
