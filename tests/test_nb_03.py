@@ -1,0 +1,30 @@
+"""Notebook 03 (shared-encoder MTL, three loss weightings, delta_m) runs headless."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
+
+WEIGHTINGS = {"fixed", "uncertainty", "dwa"}
+TASKS = {"semseg", "depth", "normals"}
+
+
+def test_notebook_03_compares_weightings_with_delta_m(execute_notebook) -> None:
+    metrics, _ = execute_notebook("03_multitask_baseline")
+    assert metrics["profile"] == "smoke"
+    assert set(metrics["mtl"]) == WEIGHTINGS == set(metrics["delta_m"]) == set(metrics["final_weights"])
+    for results in metrics["mtl"].values():
+        assert set(results) == TASKS
+        assert 0.0 < results["depth"]["rmse"] < 81.0
+        assert 0.0 <= results["normals"]["mean_angle"] <= 180.0
+    assert all(math.isfinite(value) for value in metrics["delta_m"].values())
+    assert metrics["final_weights"]["fixed"] == {"semseg": 100.0, "depth": 1.0, "normals": 100.0}
+    # uncertainty weights start at 0.5 exp(0) = 0.5 and move little in 4 steps; DWA needs 2 windows
+    assert all(0.1 < w < 2.0 for w in metrics["final_weights"]["uncertainty"].values())
+    assert metrics["final_weights"]["dwa"] == {"semseg": 1.0, "depth": 1.0, "normals": 1.0}
+    sizes = metrics["parameters_m"]
+    assert 0 < sizes["mtl"] < sizes["stl_total"]
+    assert set(metrics["baselines"]) == TASKS
