@@ -64,8 +64,8 @@ def shutdown() -> None:
 def process_device(context: ProcessContext, preference: str = "auto") -> torch.device:
     """The device of this process: the chosen one, on CUDA the GPU of its local rank."""
     device = select_device(preference)
-    if device.type == "cuda" and context.enabled and device.index is None:
-        device = torch.device("cuda", context.local_rank)
+    if device.type == "cuda" and device.index is None:  # set_device needs an index ("cuda" has none)
+        device = torch.device("cuda", context.local_rank if context.enabled else torch.cuda.current_device())
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device

@@ -66,18 +66,23 @@ def test_correlation_matches_the_reference_formula(ds: int) -> None:
     assert torch.allclose(attention, expected_attention, atol=1e-6)
 
 
+CUDA = pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU: the fused attention kernels of the fast path"))
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("ds", [1, 2, 4])
-def test_fast_and_inspectable_paths_agree_with_gradients(ds: int) -> None:
+def test_fast_and_inspectable_paths_agree_with_gradients(ds: int, device: str) -> None:
     torch.manual_seed(1)
-    xtam = XTAM(C, XTAMConfig(ds=ds))
+    xtam = XTAM(C, XTAMConfig(ds=ds)).to(device)
     _set_alpha(xtam, seed=ds)
-    target, source = torch.randn(2, C, 16, 16), torch.randn(2, C, 16, 16)
+    target, source = torch.randn(2, C, 16, 16, device=device), torch.randn(2, C, 16, 16, device=device)
 
     def run(fast: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
         xtam.zero_grad()
         inputs = [target.clone().requires_grad_(), source.clone().requires_grad_()]
         out = xtam(*inputs) if fast else xtam.inspect(*inputs).directional
-        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).mean().backward()
+        (out * torch.linspace(-1, 1, out.numel(), device=device).view_as(out)).mean().backward()
         return out.detach(), [t.grad for t in inputs] + [p.grad.clone() for p in xtam.parameters()]
 
     fast_out, fast_grads = run(fast=True)
