@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from densemtl_lab.data import ToyScenes
 from densemtl_lab.data.toy_store import write_toy_dataset
+from densemtl_lab.runtime import tune_cpu_allocator
 
 
 def cpu_seconds() -> float:
@@ -74,6 +75,7 @@ def main() -> None:
     size = tuple(args.size)
     load_before = os.getloadavg()[0]
     torch.set_num_threads(1)
+    tune_cpu_allocator()  # as the Trainer does; forked DataLoader workers inherit it
     results: dict[str, object] = {
         "size": list(size), "workers": args.workers, "cpu_count": os.cpu_count(),
         "load_average_1min_before": round(load_before, 2),

@@ -180,12 +180,10 @@ def _value_noise(lattice: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarra
     """Bilinear value noise in [0, 1] at (u, v) in cells, from a 64 x 64 lattice tiling the plane."""
     u0, v0 = np.floor(u), np.floor(v)
     fu, fv = u - u0, v - v0
-    i0 = (u0.astype(np.int64) & 63) * 64  # row offsets into the flat lattice
-    j0 = v0.astype(np.int64) & 63
-    i1, j1 = (i0 + 64) & 4095, (j0 + 1) & 63
-    flat = lattice.ravel()
-    top = flat.take(i0 + j0) * (1 - fu) + flat.take(i1 + j0) * fu
-    bottom = flat.take(i0 + j1) * (1 - fu) + flat.take(i1 + j1) * fu
+    padded = np.pad(lattice, ((0, 1), (0, 1)), mode="wrap").ravel()  # 65 x 65: no wrap-around per corner
+    corner = (u0.astype(np.int32) & 63) * 65 + (v0.astype(np.int32) & 63)  # flat index of (i0, j0)
+    top = padded.take(corner) * (1 - fu) + padded.take(corner + 65) * fu
+    bottom = padded.take(corner + 1) * (1 - fu) + padded.take(corner + 66) * fu
     return top * (1 - fv) + bottom * fv
 
 

@@ -60,8 +60,9 @@ class Render:
     def points_world(self) -> np.ndarray:
         """3, H, W float32 hit points t d_w in the world frame (0 on sky)."""
         rays = camera_rays(self.camera)
-        t = np.where(self.sky, 0.0, self.depth)
-        return np.stack([t * rays.dx[None, :], t * rays.dy[:, None], t * rays.dz[:, None]]).astype(np.float32)
+        t = np.where(self.sky, np.float32(0), self.depth.astype(np.float32))
+        dx, dy, dz = (direction.astype(np.float32) for direction in (rays.dx, rays.dy, rays.dz))
+        return np.stack([t * dx[None, :], t * dy[:, None], t * dz[:, None]])
 
 
 @dataclass(frozen=True)
@@ -76,23 +77,53 @@ class Rays:
     inv_dz: np.ndarray
 
 
+#: World normals of the box face codes (0: none, 1/2: -x/+x, 3/4: -y/+y, 5/6: -z/+z).
+_FACE_NORMALS = np.array([[0, 0, 0], [-1, 0, 0], [1, 0, 0], [0, -1, 0], [0, 1, 0], [0, 0, -1], [0, 0, 1]],
+                         dtype=np.float32)
+
+
+def _face_codes(axis: int, normal_sign: np.ndarray) -> np.ndarray:
+    """Face codes (int8) of normals along `axis` (0 x, 1 y, 2 z) with the given signs (-1, 0 or 1)."""
+    return np.where(normal_sign == 0, 0, 2 * axis + 1 + (normal_sign > 0)).astype(np.int8)
+
+
 class _Buffers:
-    """The z-buffer and what it keeps for the nearest hit so far."""
+    """The z-buffer and what it keeps for the nearest hit so far.
+
+    Boxes store a face code per pixel instead of their (axis-aligned) normal, so that each box writes
+    three buffers instead of five; `box_normals` turns the codes into normals once at the end.
+    """
 
     def __init__(self, shape: tuple[int, int]) -> None:
         self.depth = np.full(shape, np.inf)
         self.primitive = np.full(shape, SKY_INSTANCE, dtype=np.int32)
+        self.face = np.zeros(shape, dtype=np.int8)
         self.normals = np.zeros((3, *shape), dtype=np.float32)  # 3, H, W world normals
         self.nx, self.ny, self.nz = self.normals
 
-    def write(self, window: tuple[slice, slice], hit: np.ndarray, depth: np.ndarray,
-              primitive: int, nx: np.ndarray | float, ny: np.ndarray | float, nz: np.ndarray | float) -> None:
-        """Keep this primitive's hits (already tested nearer than the buffer) inside `window`."""
+    def keep(self, window: tuple[slice, slice], hit: np.ndarray, depth: np.ndarray, primitive: int) -> None:
+        """Keep the depth and primitive id of hits (already tested nearer than the buffer) in `window`."""
         np.copyto(self.depth[window], depth, where=hit)
         np.copyto(self.primitive[window], primitive, where=hit)
+
+    def write(self, window: tuple[slice, slice], hit: np.ndarray, depth: np.ndarray,
+              primitive: int, nx: np.ndarray | float, ny: np.ndarray | float, nz: np.ndarray | float) -> None:
+        """Keep a curved primitive's hits with their normals."""
+        self.keep(window, hit, depth, primitive)
         np.copyto(self.nx[window], nx, where=hit)
         np.copyto(self.ny[window], ny, where=hit)
         np.copyto(self.nz[window], nz, where=hit)
+
+    def write_box(self, window: tuple[slice, slice], hit: np.ndarray, depth: np.ndarray, primitive: int,
+                  face: np.ndarray) -> None:
+        """Keep a box's hits with their face codes."""
+        self.keep(window, hit, depth, primitive)
+        np.copyto(self.face[window], face, where=hit)
+
+    def box_normals(self, first_box: int, end_box: int) -> None:
+        """Set the normals of the pixels whose nearest hit is a box (ids first_box..end_box - 1)."""
+        boxes = (self.primitive >= first_box) & (self.primitive < end_box)
+        self.normals[:, boxes] = _FACE_NORMALS[self.face[boxes]].T
 
 
 def _pitch(camera: Camera) -> tuple[float, float]:
@@ -172,9 +203,8 @@ def _render_boxes(buffers: _Buffers, boxes: np.ndarray, rays: Rays, windows: np.
     near_yz = np.maximum(near_y, near_z)
     far_yz = np.minimum(np.maximum(ty0, ty1), np.maximum(tz0, tz1))
     enters_y = near_y >= near_z  # where the ray does not enter through an x face
-    normal_x = -np.sign(rays.dx)
-    normal_y = np.where(enters_y, -np.sign(rays.dy), 0.0)  # N, H
-    normal_z = np.where(enters_y, 0.0, -np.sign(rays.dz))
+    face_x = _face_codes(0, -np.sign(rays.dx))  # W
+    face_yz = np.where(enters_y, _face_codes(1, -np.sign(rays.dy)), _face_codes(2, -np.sign(rays.dz)))  # N, H
     for index, (rows, cols) in _windows(windows):
         row_near = near_yz[index, rows, None]  # rows, 1
         col_near = near_x[index, None, cols]  # 1, cols
@@ -183,11 +213,8 @@ def _render_boxes(buffers: _Buffers, boxes: np.ndarray, rays: Rays, windows: np.
         hit = (near < far) & (near > 0) & (near < buffers.depth[rows, cols])
         if not hit.any():
             continue
-        enters_x = col_near >= row_near
-        buffers.write((rows, cols), hit, near, first_id + index,
-                      np.where(enters_x, normal_x[None, cols], 0.0),
-                      np.where(enters_x, 0.0, normal_y[index, rows, None]),
-                      np.where(enters_x, 0.0, normal_z[index, rows, None]))
+        face = np.where(col_near >= row_near, face_x[None, cols], face_yz[index, rows, None])
+        buffers.write_box((rows, cols), hit, near, first_id + index, face)
 
 
 def _render_cylinders(buffers: _Buffers, cylinders: np.ndarray, rays: Rays, windows: np.ndarray,
@@ -237,6 +264,7 @@ def render_scene(scene: Scene) -> Render:
     first_cylinder = first_box + len(scene.boxes)
     first_sphere = first_cylinder + len(scene.cylinders)
     _render_boxes(buffers, scene.boxes, rays, screen_windows(scene.boxes, camera), first_box)
+    buffers.box_normals(first_box, first_cylinder)  # before the curved primitives write theirs
     _render_cylinders(buffers, scene.cylinders, rays, screen_windows(_cylinder_aabbs(scene.cylinders), camera),
                       first_cylinder)
     _render_spheres(buffers, scene.spheres, rays, screen_windows(_sphere_aabbs(scene.spheres), camera),

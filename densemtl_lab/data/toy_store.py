@@ -46,6 +46,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from densemtl_lab.runtime import tune_cpu_allocator
+
 FORMAT = "densemtl-lab-toy"
 VERSION = 1
 MANIFEST = "manifest.json"
@@ -174,6 +176,7 @@ def _prepare_folder(root: Path, manifest: dict[str, Any], overwrite: bool) -> No
 
 def _init_worker() -> None:
     torch.set_num_threads(1)  # the workers already use every core
+    tune_cpu_allocator()  # every sample allocates the same large arrays: keep them mapped
 
 
 def _render_shard(source: ArraySource, root: Path, shard_size: int, shard: int) -> int:
