@@ -59,7 +59,7 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
                              "data.target_dataset (validation then runs on it)")
     parser.add_argument("--target-root", default=None, help="folder of the target dataset (sets data.target_root)")
     parser.add_argument("--run-dir", type=Path, default=None,
-                        help="run folder (default runs/<profile>-<model>-<tasks>-s<seed>)")
+                        help="run folder (default runs/<profile>-<model>-<tasks>[-<adapt method>]-s<seed>)")
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="parent of default run folders")
     parser.add_argument("--resume", action="store_true", help="continue the run folder's newest checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="clear an existing run folder first")

@@ -202,6 +202,7 @@ def test_cpu_autocast_bf16_runs_the_forward_in_bfloat16():
     assert result.metrics["semseg"]["pixel_acc"] >= 0
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: fp16 autocast with GradScaler, "
                     "channels_last and pinned memory are CUDA code paths")
 def test_cuda_paths_fp16_scaler_channels_last_pinned_memory():
@@ -215,6 +216,7 @@ def test_cuda_paths_fp16_scaler_channels_last_pinned_memory():
     assert conv.weight.is_cuda and conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: automatic bf16/fp16 choice")
 def test_cuda_auto_amp_prefers_bf16():
     expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -66,8 +66,8 @@ def test_correlation_matches_the_reference_formula(ds: int) -> None:
     assert torch.allclose(attention, expected_attention, atol=1e-6)
 
 
-CUDA = pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA GPU: the fused attention kernels of the fast path"))
+CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU: the fused attention kernels of the fast path")])
 
 
 @pytest.mark.parametrize("device", ["cpu", CUDA])
