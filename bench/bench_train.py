@@ -1,7 +1,7 @@
 """Training speed of the Trainer on the toy data; prints one JSON object.
 
 Three measurements (the quick profile's lesson config unless told otherwise: ResNet-18, widths
-(16, 32, 32, 64, 64), 64x128, batch 8, DenseMTL SDN, CPU):
+(16, 32, 32, 64, 64), 64x128, batch 4, DenseMTL SDN, CPU):
 
 - `training`: one whole training as a user runs it (scenes rendered on the fly, evaluations
   included): wall time, steps/s, images/s and the final metrics. A run longer than --budget seconds

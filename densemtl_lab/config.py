@@ -164,13 +164,14 @@ class OptimConfig:
 class TrainConfig:
     """The loop: length, evaluation, checkpoints, seed, device and loss."""
 
-    # quick: a DenseMTL SDN step (64x128, batch 8) took 1.07-1.2 s of CPU time on one thread here, so
-    # 100 steps are about a minute on two cores (250 steps reach 84.5 % mIoU but take ~2.5x longer).
-    steps: int = 100                     # optimiser steps (iterations)
-    batch_size: int = 8                  # per process
-    eval_every: int = 100                # evaluate every N steps (and after the last one)
+    # quick: each lesson cell must train in <= 60 s on 2 cores. A DenseMTL SDN step at 64x128 took
+    # 0.75 s at batch 8 and 0.46 s at batch 4 here (2 threads), so batch 4 x 80 steps is ~40 s plus
+    # evaluation; batch 8 x 100 steps took 115 s in notebook 04 (the `full` profile is for results).
+    steps: int = 80                      # optimiser steps (iterations)
+    batch_size: int = 4                  # per process
+    eval_every: int = 80                 # evaluate every N steps (and after the last one)
     eval_batches: int | None = None      # val batches per evaluation (None: the whole val split)
-    checkpoint_every: int = 100          # checkpoint every N steps (and after the last one)
+    checkpoint_every: int = 80           # checkpoint every N steps (and after the last one)
     keep_last: int = 1                   # periodic checkpoints kept
     best_metric: str | None = None       # "task/metric" or "delta_m" (None: first task's main metric)
     baseline_setting: str | None = None  # baselines.json setting for delta_m

@@ -247,12 +247,21 @@ def shade_target(scene: Scene, render: Render, rng: np.random.Generator, severit
     lattice = rng.random((64, 64), dtype=np.float32)
     image = _surface_detail(scene, render, lattice, np.take(albedo.T, render.instance, axis=1), s)  # 3, H, W
     tint = (1 + s * (_WARM_TINT - 1))[:, None, None]
-    image = image * _lambert(render, sun, ambient=0.5 - 0.15 * severity) * tint
     depth = np.minimum(render.depth, _SKY_HAZE_DEPTH_M).astype(np.float32)
     transmission = np.exp(-np.float32(beta) * depth)  # haze: I t + A (1 - t)
-    image = _AIRLIGHT[:, None, None] + transmission * (image - _AIRLIGHT[:, None, None])
-    image = image + s * (_blur121(image) - image)
-    return image + (0.03 * s) * rng.standard_normal(image.shape[1:], dtype=np.float32)  # luminance noise
+    # In place from here on (the same arithmetic, fewer 3 x H x W temporaries).
+    image *= _lambert(render, sun, ambient=0.5 - 0.15 * severity)
+    image *= tint
+    airlight = _AIRLIGHT[:, None, None]
+    image -= airlight
+    image *= transmission
+    image += airlight
+    blurred = _blur121(image)
+    blurred -= image
+    blurred *= s
+    image += blurred
+    image += (0.03 * s) * rng.standard_normal(image.shape[1:], dtype=np.float32)  # luminance noise
+    return image
 
 
 # --- one sample -----------------------------------------------------------------------------------
