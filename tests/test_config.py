@@ -40,7 +40,8 @@ def test_quick_profile_is_the_default_lesson_config():
     assert config == ExperimentConfig(profile="quick")
     assert (config.data.size, config.model.backbone, config.model.decoder_widths) == (
         (64, 128), "resnet18", (16, 32, 32, 64, 64))
-    assert (config.train.batch_size, config.data.val_length, config.optim.name) == (8, 64, "adam")
+    assert (config.train.batch_size, config.train.steps, config.data.val_length, config.optim.name) == (
+        4, 80, 64, "adam")
     assert (config.optim.lr, config.optim.backbone_lr, config.model.weights) == (1e-3, 1e-3, None)
 
 
