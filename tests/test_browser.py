@@ -211,13 +211,18 @@ def drag_slider(page: Page, slider: Locator, fraction: float) -> None:
     page.mouse.up()
 
 
+def run_in_lab(page, lab_server, notebook_copy: Path, kernel_outputs, stem: str) -> None:
+    """Open a lesson in JupyterLab, run all its cells, and check it ran in smoke without an error."""
+    open_notebook(page, lab_server, f"{stem}.ipynb")
+    run_all_cells(page)
+    assert_no_errors(save_and_read(page, notebook_copy / f"{stem}.ipynb"))
+    assert_ran_in_smoke(kernel_outputs, stem)
+
+
 def test_notebook_01_runs_in_jupyterlab_and_shows_its_3d_point_cloud(page, lab_server, notebook_copy,
                                                                      kernel_outputs):
     with artefacts_on_failure(page, lab_server, "01_data"):
-        open_notebook(page, lab_server, "01_data.ipynb")
-        run_all_cells(page)
-        assert_no_errors(save_and_read(page, notebook_copy / "01_data.ipynb"))
-        assert_ran_in_smoke(kernel_outputs, "01_data")
+        run_in_lab(page, lab_server, notebook_copy, kernel_outputs, "01_data")
         canvas = page.locator(".jp-OutputArea .js-plotly-plot .gl-container canvas").first  # plotly 3D: WebGL
         bring_into_view(canvas)
         box = canvas.bounding_box()
@@ -228,10 +233,7 @@ def test_notebook_01_runs_in_jupyterlab_and_shows_its_3d_point_cloud(page, lab_s
 def test_notebook_05_attention_explorer_redraws_when_its_slider_moves(page, lab_server, notebook_copy,
                                                                      kernel_outputs):
     with artefacts_on_failure(page, lab_server, "05_attention_maps"):
-        open_notebook(page, lab_server, "05_attention_maps.ipynb")
-        run_all_cells(page)
-        assert_no_errors(save_and_read(page, notebook_copy / "05_attention_maps.ipynb"))
-        assert_ran_in_smoke(kernel_outputs, "05_attention_maps")
+        run_in_lab(page, lab_server, notebook_copy, kernel_outputs, "05_attention_maps")
         slider = page.locator(".widget-hslider", has=page.get_by_text(QUERY_SLIDER, exact=True))
         explorer = page.locator(".widget-vbox", has=slider).last
         figure = explorer.locator(".widget-output img")
