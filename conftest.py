@@ -6,6 +6,7 @@ non-interactive matplotlib backend.
 """
 
 import os
+import shutil
 import tempfile
 
 _SCRATCH = tempfile.mkdtemp(prefix="densemtl-tests-")
@@ -15,3 +16,8 @@ os.environ.setdefault("DENSEMTL_OUTPUT_DIR", os.path.join(_SCRATCH, "nbval-outpu
 os.environ.setdefault("DENSEMTL_WIDGETS", "0")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def pytest_unconfigure(config) -> None:
+    """Delete the notebooks' scratch folder: a full run leaves about 3 GB of checkpoints there."""
+    shutil.rmtree(_SCRATCH, ignore_errors=True)
