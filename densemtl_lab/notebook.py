@@ -81,6 +81,7 @@ class Trained:
     run_dir: Path
     trained_now: bool
     seconds: float
+    step: int
 
 
 def _run_complete(run_dir: Path, steps: int) -> bool:
@@ -130,8 +131,11 @@ class Lab:
         return self.output_dir / "runs" / f"{label}-s{config.train.seed}"
 
     def train_or_load(self, model: str = "densemtl", tasks: str = "SDN", tag: str | None = None,
-                      **overrides: Any) -> Trained:
-        """Load the finished run of this model from OUTPUT_DIR, or train it (resuming a partial run)."""
+                      until_step: int | None = None, **overrides: Any) -> Trained:
+        """Load the finished run of this model from OUTPUT_DIR, or train it (resuming a partial run).
+
+        `until_step` pauses the training at that step (checkpointed); call again without it to finish.
+        """
         config = self.config(model, tasks, **overrides)
         run_dir = self.run_dir(config, tag)
         started = time.perf_counter()
@@ -140,11 +144,12 @@ class Lab:
             network, config, _ = load_trained_model(latest, self.device)
             history = History.from_dict(json.loads((run_dir / "history.json").read_text()))
             metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
-            return Trained(network, config, history, metrics, run_dir, False, time.perf_counter() - started)
-        result = Trainer(config, run_dir, resume=True).fit()
+            return Trained(network, config, history, metrics, run_dir, False, time.perf_counter() - started,
+                           config.train.steps)
+        result = Trainer(config, run_dir, resume=True).fit(until=until_step)
         result.model.eval()
         return Trained(result.model, config, result.history, result.metrics, run_dir, True,
-                       time.perf_counter() - started)
+                       time.perf_counter() - started, result.step)
 
     # -- single-task baselines (delta_m) ----------------------------------------------------------
     @property

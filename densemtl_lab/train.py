@@ -523,9 +523,16 @@ class Trainer:
         self._barrier()
         return path
 
-    def fit(self) -> TrainResult:
-        """Train to `train.steps` (from the resumed step), evaluating and checkpointing on schedule."""
+    def fit(self, until: int | None = None) -> TrainResult:
+        """Train to `train.steps` (from the resumed step), evaluating and checkpointing on schedule.
+
+        `until` pauses at that step instead, with an evaluation and a checkpoint there: a later
+        `Trainer(..., resume=True).fit()` goes on exactly as if the run had never stopped.
+        """
         settings = self.config.train
+        end = settings.steps if until is None else int(until)
+        if not 1 <= end <= settings.steps:
+            raise ValueError(f"until={until} must lie between 1 and train.steps={settings.steps}")
         self.model.train()
         interrupted = False
         bar = tqdm(total=settings.steps, initial=self.step, unit="step", dynamic_ncols=True,
@@ -534,7 +541,7 @@ class Trainer:
         running = None
         batches = self._batches()
         with bar, stop_on_interrupt() as stop:
-            while self.step < settings.steps:
+            while self.step < end:
                 lrs = {f"lr/{group['name']}": group["lr"] for group in self.optimizer.param_groups}
                 values = self.train_step(next(batches))
                 self.step += 1
@@ -543,7 +550,7 @@ class Trainer:
                 running = values[0] if running is None else 0.9 * running + 0.1 * values[0]
                 bar.set_postfix(loss=f"{running:.4g}", refresh=False)
                 bar.update(1)
-                last = self.step == settings.steps
+                last = self.step == end
                 if last or self.step % settings.eval_every == 0:
                     self._record_evaluation()
                 stopping = self._stop_requested(stop)

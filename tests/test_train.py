@@ -134,6 +134,28 @@ def test_resuming_a_finished_run_trains_no_more(smoke_run):
     assert resumed.metrics == result.metrics and len(resumed.history.steps) == 4
 
 
+def test_a_run_paused_with_until_and_resumed_matches_the_straight_run(smoke_run, tmp_path):
+    config, straight_dir, _ = smoke_run
+    run_dir = tmp_path / "paused"
+    paused = Trainer(config, run_dir).fit(until=3)
+    assert paused.step == 3 and not paused.interrupted and paused.last_checkpoint.name == "step_0000003.pt"
+    assert json.loads((run_dir / "metrics.json").read_text())["step"] == 3  # not complete: notebooks resume it
+    finished = Trainer(config, run_dir, resume=True).fit()
+    assert finished.step == 4
+    straight = load_checkpoint(straight_dir / "checkpoints" / "step_0000004.pt")
+    resumed = load_checkpoint(run_dir / "checkpoints" / "step_0000004.pt")
+    for key in ("model", "optimizer", "criterion", "data"):
+        _assert_same(resumed[key], straight[key], key)
+    assert resumed["history"]["steps"] == straight["history"]["steps"]
+    assert [row["step"] for row in resumed["history"]["evals"]] == [2, 3, 4]  # one more at the pause
+
+
+@pytest.mark.parametrize("until", [0, 5])
+def test_until_outside_the_run_is_refused(until):
+    with pytest.raises(ValueError, match=f"until={until} must lie between 1 and train.steps=4"):
+        Trainer(SMOKE).fit(until=until)
+
+
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_channels_last_applies_to_model_and_images(channels_last):
     trainer = Trainer(override(SMOKE, f"train.channels_last={channels_last}"))

@@ -276,6 +276,21 @@ def test_resuming_restores_discriminators_and_their_optimiser(tmp_path):
     assert resumed.adaptation.optimizer.state_dict()["state"][0]["step"] == 2
 
 
+def test_an_adversarial_run_paused_half_way_ends_like_the_straight_run(tmp_path):
+    config = smoke("adversarial", steps=4, eval_every=4, checkpoint_every=4)
+    straight = Trainer(config, tmp_path / "straight")
+    straight.fit()
+    Trainer(config, tmp_path / "paused").fit(until=2)  # the lesson's "half-time"
+    resumed = Trainer(config, tmp_path / "paused", resume=True)
+    resumed.fit()
+    modules = {"model": (straight.model, resumed.model),
+               "discriminators": (straight.adaptation.discriminators, resumed.adaptation.discriminators)}
+    for name, (expected, actual) in modules.items():
+        for key, value in expected.state_dict().items():
+            assert torch.equal(actual.state_dict()[key], value), f"{name}.{key}"
+    assert resumed.history.steps == straight.history.steps
+
+
 def test_discriminator_inputs_of_a_model_for_display():
     trainer = Trainer(smoke("none"))
     batch = next(trainer._batches())
