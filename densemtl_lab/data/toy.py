@@ -95,7 +95,8 @@ _CAR_PAINTS = np.array([(200, 200, 205), (30, 30, 35), (150, 20, 20), (40, 60, 1
                        dtype=np.float32) / 255
 _WARM_TINT = np.array([1.1, 1.0, 0.85], dtype=np.float32)
 _AIRLIGHT = np.array([0.78, 0.80, 0.82], dtype=np.float32)
-_PAINTS = np.array([(0, 0, 0), (0.15, 0.18, 0.25), (0.9, 0.9, 0.88)], dtype=np.float32)  # -, window, lane
+_WINDOW_PAINT = np.array([0.15, 0.18, 0.25], dtype=np.float32)
+_LANE_PAINT = np.array([0.9, 0.9, 0.88], dtype=np.float32)
 _SKY_HAZE_DEPTH_M = 1000.0  # how far the sky is for the haze
 
 
@@ -221,6 +222,22 @@ def _target_albedo(labels: np.ndarray, rng: np.random.Generator, s: np.float32) 
     return ((1 - s) * _PALETTE[labels] + s * target) * jitter
 
 
+def _window_pixels(render: Render, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Flat indices of facade-window pixels: building pixels inside the 3.0 x 3.2 m window grid."""
+    building = np.flatnonzero(render.labels == BUILDING)
+    column = _fraction(u.ravel()[building] * np.float32(1 / 3.0))
+    row = _fraction(v.ravel()[building] * np.float32(1 / 3.2))
+    return building[(np.abs(column - 0.5) < 0.2) & (np.abs(row - 0.55) < 0.2)]
+
+
+def _lane_pixels(scene: Scene, render: Render, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Flat indices of lane-mark pixels: a dashed centre line and both road edges."""
+    road = np.flatnonzero(render.labels == ROAD)
+    across = np.abs(x.ravel()[road] - scene.road_centre_x)
+    dashes = (across < 0.08) & (_fraction(z.ravel()[road] * np.float32(1 / 6.0)) < 0.5)
+    return road[dashes | (across > scene.road_half_width - 0.25)]
+
+
 def _surface_detail(scene: Scene, render: Render, lattice: np.ndarray, image: np.ndarray, s: np.float32) -> np.ndarray:
     """World-space texture (value noise, 0.6 m cells), facade windows and lane marks, weighted by s."""
     x, y, z = render.points_world()
@@ -229,14 +246,11 @@ def _surface_detail(scene: Scene, render: Render, lattice: np.ndarray, image: np
     v = np.where(np.abs(ny) > 0.5, z, y)
     noise = _value_noise(lattice, u * np.float32(1 / 0.6), v * np.float32(1 / 0.6))
     image = image * (1 + 0.5 * s * (noise - 0.5))
-    column, row = _fraction(u * np.float32(1 / 3.0)), _fraction(v * np.float32(1 / 3.2))
-    windows = (render.labels == BUILDING) & (np.abs(column - 0.5) < 0.2) & (np.abs(row - 0.55) < 0.2)
-    across = np.abs(x - scene.road_centre_x)
-    dashes = (across < 0.08) & (_fraction(z * np.float32(1 / 6.0)) < 0.5)
-    lanes = (render.labels == ROAD) & (dashes | (across > scene.road_half_width - 0.25))
-    paint = np.take(_PAINTS.T, windows + 2 * lanes, axis=1)  # 3, H, W: 0 none, 1 window, 2 lane
-    weight = s * (windows | lanes)
-    return image + weight * (paint - image)
+    flat = image.reshape(3, -1)  # a view: paint only the few pixels that get paint
+    painted = ((_WINDOW_PAINT, _window_pixels(render, u, v)), (_LANE_PAINT, _lane_pixels(scene, render, x, z)))
+    for paint, pixels in painted:  # windows (building pixels) and lanes (road pixels) never overlap
+        flat[:, pixels] += s * (paint[:, None] - flat[:, pixels])
+    return image
 
 
 def shade_target(scene: Scene, render: Render, rng: np.random.Generator, severity: float) -> np.ndarray:

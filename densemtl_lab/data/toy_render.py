@@ -8,7 +8,7 @@ the column only and d_w.y, d_w.z on the row only: slab tests of boxes and the gr
 only per-row and per-column vectors, broadcast into 2-D where they meet.
 
 Each primitive is intersected only inside the screen window of its projected bounding box:
-- ground plane y = h: t = h / d_y;
+- ground plane y = h: t = h / d_y (normal -y);
 - box: slab test; the normal is the entry face's axis with sign -sign(d_axis);
 - vertical cylinder: the nearer root of |t (d_x, d_z) - (c_x, c_z)| = r, inside its height;
 - sphere: the nearer root of |t d - c| = r; normal (p - c) / r.
@@ -80,6 +80,8 @@ class Rays:
 #: World normals of the box face codes (0: none, 1/2: -x/+x, 3/4: -y/+y, 5/6: -z/+z).
 _FACE_NORMALS = np.array([[0, 0, 0], [-1, 0, 0], [1, 0, 0], [0, -1, 0], [0, 1, 0], [0, 0, -1], [0, 0, 1]],
                          dtype=np.float32)
+#: The ground's face code: normal -y (up, since y points down).
+_GROUND_FACE = 3
 
 
 def _face_codes(axis: int, normal_sign: np.ndarray) -> np.ndarray:
@@ -90,16 +92,15 @@ def _face_codes(axis: int, normal_sign: np.ndarray) -> np.ndarray:
 class _Buffers:
     """The z-buffer and what it keeps for the nearest hit so far.
 
-    Boxes store a face code per pixel instead of their (axis-aligned) normal, so that each box writes
-    three buffers instead of five; `box_normals` turns the codes into normals once at the end.
+    The ground and the boxes store a face code per pixel instead of their axis-aligned normal (sky
+    keeps code 0), so that each box writes three buffers instead of five; `face_normals` turns the
+    codes into the normals buffer, which the curved primitives then write into.
     """
 
     def __init__(self, shape: tuple[int, int]) -> None:
         self.depth = np.full(shape, np.inf)
         self.primitive = np.full(shape, SKY_INSTANCE, dtype=np.int32)
         self.face = np.zeros(shape, dtype=np.int8)
-        self.normals = np.zeros((3, *shape), dtype=np.float32)  # 3, H, W world normals
-        self.nx, self.ny, self.nz = self.normals
 
     def keep(self, window: tuple[slice, slice], hit: np.ndarray, depth: np.ndarray, primitive: int) -> None:
         """Keep the depth and primitive id of hits (already tested nearer than the buffer) in `window`."""
@@ -120,10 +121,10 @@ class _Buffers:
         self.keep(window, hit, depth, primitive)
         np.copyto(self.face[window], face, where=hit)
 
-    def box_normals(self, first_box: int, end_box: int) -> None:
-        """Set the normals of the pixels whose nearest hit is a box (ids first_box..end_box - 1)."""
-        boxes = (self.primitive >= first_box) & (self.primitive < end_box)
-        self.normals[:, boxes] = _FACE_NORMALS[self.face[boxes]].T
+    def face_normals(self) -> None:
+        """Create the 3, H, W world normals from the face codes (once the ground and boxes are in)."""
+        self.normals = np.take(_FACE_NORMALS.T, self.face, axis=1)
+        self.nx, self.ny, self.nz = self.normals
 
 
 def _pitch(camera: Camera) -> tuple[float, float]:
@@ -177,7 +178,7 @@ def _render_ground(buffers: _Buffers, scene: Scene, rays: Rays) -> None:
     on_road = np.abs(x - scene.road_centre_x) < scene.road_half_width
     buffers.depth[rows] = t[:, None]
     buffers.primitive[rows] = np.where(on_road, ROAD_INSTANCE, TERRAIN_INSTANCE)
-    buffers.ny[rows] = -1.0
+    buffers.face[rows] = _GROUND_FACE
 
 
 def _windows(windows: np.ndarray) -> Iterator[tuple[int, tuple[slice, slice]]]:
@@ -264,7 +265,7 @@ def render_scene(scene: Scene) -> Render:
     first_cylinder = first_box + len(scene.boxes)
     first_sphere = first_cylinder + len(scene.cylinders)
     _render_boxes(buffers, scene.boxes, rays, screen_windows(scene.boxes, camera), first_box)
-    buffers.box_normals(first_box, first_cylinder)  # before the curved primitives write theirs
+    buffers.face_normals()  # before the curved primitives write theirs
     _render_cylinders(buffers, scene.cylinders, rays, screen_windows(_cylinder_aabbs(scene.cylinders), camera),
                       first_cylinder)
     _render_spheres(buffers, scene.spheres, rays, screen_windows(_sphere_aabbs(scene.spheres), camera),
