@@ -32,7 +32,7 @@ ADAPT_METHODS = ("none", "adversarial", "entropy", "oracle")
 #: Fields that may differ when a run folder is resumed (they change how, not what, is trained).
 RESUMABLE_CHANGES = frozenset({
     "train.steps", "train.quiet", "train.device", "train.num_threads", "data.num_workers",
-    "data.root", "data.target_root",
+    "data.root", "data.target_root", "train.baselines_file",
 })
 
 
@@ -175,6 +175,7 @@ class TrainConfig:
     keep_last: int = 1                   # periodic checkpoints kept
     best_metric: str | None = None       # "task/metric" or "delta_m" (None: first task's main metric)
     baseline_setting: str | None = None  # baselines.json setting for delta_m
+    baselines_file: str | None = None    # the baselines file for delta_m (None: the packaged one)
     seed: int = 0
     device: str = "auto"                 # auto (CUDA, else MPS, else CPU) | cpu | cuda | cuda:1 | mps
     amp: str = "auto"                    # auto (bf16, else fp16, on CUDA; off elsewhere) | off | bf16 | fp16

@@ -591,7 +591,8 @@ def delta_m_per_task(
     """100 * s_t (M_t - B_t) / B_t per task on its main metric, s_t = +1 if higher is better else -1."""
     source = getattr(baselines, "source", "the baselines passed in")
     deltas = {}
-    for task in parse_tasks(results.keys() if tasks is None else tasks):
+    chosen = [key for key in results if key in TASKS] if tasks is None else tasks  # skips e.g. "delta_m"
+    for task in parse_tasks(chosen):
         spec = TASKS[task]
         if task not in baselines:
             raise MissingBaselineError(

@@ -54,7 +54,9 @@ from densemtl_lab.config import (
 )
 from densemtl_lab.data.build import build_dataset
 from densemtl_lab.losses import MultiTaskLoss
-from densemtl_lab.metrics import BASELINES_FILE, MultiTaskMetrics, delta_m, load_baselines
+from densemtl_lab.metrics import (
+    BASELINES_FILE, Baselines, MissingBaselineError, MultiTaskMetrics, delta_m, load_baselines,
+)
 from densemtl_lab.models import build_model
 from densemtl_lab.runtime import tune_cpu_allocator
 
@@ -253,8 +255,22 @@ def evaluate_model(model: nn.Module, dataset: Dataset, config: ExperimentConfig,
     distributed.all_reduce_sum(metrics.state_tensors().values(), context)
     results: dict[str, Any] = metrics.compute()
     if config.train.best_metric == "delta_m":
-        results["delta_m"] = delta_m(results, load_baselines(BASELINES_FILE, config.train.baseline_setting))
+        results["delta_m"] = delta_m(results, run_baselines(config))
     return results
+
+
+def run_baselines(config: ExperimentConfig) -> Baselines:
+    """The single-task baselines of every task of `config` that its delta_m compares against.
+
+    They come from `train.baselines_file` (default: the packaged file), setting `train.baseline_setting`;
+    a missing file, setting or task raises an error that names it.
+    """
+    baselines = load_baselines(config.train.baselines_file or BASELINES_FILE, config.train.baseline_setting)
+    missing = [task for task in config.model.task_names if task not in baselines]
+    if missing:
+        raise MissingBaselineError(f"no single-task baseline for {', '.join(missing)} in {baselines.source}; "
+                                   f"store them with save_baseline or set train.baselines_file")
+    return baselines
 
 
 # --- the run folder -----------------------------------------------------------------------------------
@@ -322,6 +338,8 @@ class Trainer:
             classes = getattr(self.train_set, "num_classes", 19)
             config = dataclasses.replace(config, model=dataclasses.replace(config.model, num_classes=classes))
         self.config = config
+        if config.best_metric == "delta_m":
+            run_baselines(config)  # a missing baseline stops the run now, not at its first evaluation
         self.model = model if model is not None else build_model(
             config.model.name, self.tasks, num_classes=config.model.num_classes, **config.model.build_options())
         self.model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)

@@ -15,6 +15,7 @@ import torch
 from densemtl_lab.checkpoint import load_checkpoint
 from densemtl_lab.cli import main
 from densemtl_lab.config import get_profile, override
+from densemtl_lab.metrics import MissingBaselineError, delta_m, load_baselines, save_baseline
 from densemtl_lab.train import (
     History, NonFiniteLossError, RunDirError, Trainer, autocast_dtype, build_optimizer, default_run_dir,
     flatten_metrics, load_trained_model, prepare_run_dir, to_device, train,
@@ -148,6 +149,34 @@ def test_a_run_paused_with_until_and_resumed_matches_the_straight_run(smoke_run,
         _assert_same(resumed[key], straight[key], key)
     assert resumed["history"]["steps"] == straight["history"]["steps"]
     assert [row["step"] for row in resumed["history"]["evals"]] == [2, 3, 4]  # one more at the pause
+
+
+def _store_baselines(path, tasks: dict[str, tuple[str, float]]) -> None:
+    for task, (metric, value) in tasks.items():
+        save_baseline(path, "mine", task, {metric: value}, {"seeds": [0], "commit": "", "config": "test"})
+
+
+def test_delta_m_against_a_baselines_file_picks_the_best_checkpoint(tmp_path):
+    baselines_file = tmp_path / "baselines.json"
+    _store_baselines(baselines_file, {"semseg": ("mIoU", 20.0), "depth": ("rmse", 8.0), "normals": ("mean_angle", 40.0)})
+    config = get_profile("smoke", quiet=True, device="cpu", best_metric="delta_m", baseline_setting="mine",
+                         baselines_file=str(baselines_file))
+    result = train(config, tmp_path / "run")
+    expected = delta_m(result.metrics, load_baselines(baselines_file, "mine"))
+    assert result.history.evals[-1]["delta_m"] == pytest.approx(expected)
+    best = json.loads((tmp_path / "run" / "checkpoints" / "best.json").read_text())
+    assert best["metric"] == "delta_m"
+    assert best["value"] == pytest.approx(max(row["delta_m"] for row in result.history.evals))
+
+
+def test_delta_m_with_a_missing_baseline_stops_before_training(tmp_path):
+    baselines_file = tmp_path / "baselines.json"
+    _store_baselines(baselines_file, {"semseg": ("mIoU", 20.0)})
+    config = get_profile("smoke", quiet=True, device="cpu", best_metric="delta_m", baseline_setting="mine",
+                         baselines_file=str(baselines_file))
+    with pytest.raises(MissingBaselineError, match=r"no single-task baseline for depth, normals in setting 'mine'"):
+        Trainer(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("until", [0, 5])
