@@ -108,6 +108,9 @@ def _add_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="val", help="dataset split to evaluate (default val)")
     parser.add_argument("--out", type=Path, default=None,
                         help="metrics JSON file (default: beside the checkpoint, <name>.metrics.json)")
+    parser.add_argument("--reference-quirks", action="store_true",
+                        help="compute the metrics as the reference code does, quirks included "
+                             "(docs/faithfulness.md), to compare with its published numbers")
     _add_common(parser)
 
 
@@ -131,10 +134,10 @@ def _run_eval(args: argparse.Namespace) -> int:
     device = process_device(ProcessContext(), config.train.device)
     target = "target" if config.data.target_dataset else None
     dataset = build_dataset(config.data, args.split, target, config.model.task_names)
-    metrics = evaluate_model(model.to(device), dataset, config, device)
+    metrics = evaluate_model(model.to(device), dataset, config, device, reference_quirks=args.reference_quirks)
     out = args.out if args.out is not None else args.checkpoint.with_suffix(".metrics.json")
-    write_json_atomic(out, {"checkpoint": str(args.checkpoint), "split": args.split,
-                            "images": len(dataset), "metrics": metrics})
+    write_json_atomic(out, {"checkpoint": str(args.checkpoint), "split": args.split, "images": len(dataset),
+                            "reference_quirks": args.reference_quirks, "metrics": metrics})
     print(json.dumps(metrics, indent=2))
     print(f"Wrote {out}")
     return 0

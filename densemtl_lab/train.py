@@ -227,12 +227,13 @@ def stop_on_interrupt() -> Iterator[threading.Event]:
 
 @torch.inference_mode()
 def evaluate_model(model: nn.Module, dataset: Dataset, config: ExperimentConfig, device: torch.device,
-                   context: distributed.ProcessContext = distributed.ProcessContext()
-                   ) -> dict[str, Any]:
+                   context: distributed.ProcessContext = distributed.ProcessContext(), *,
+                   reference_quirks: bool = False) -> dict[str, Any]:
     """{task: {metric: value}} of the model's full-resolution outputs (scale 0) on `dataset` (§5).
 
     Metrics accumulate sufficient statistics, summed over the processes of a distributed run; with
     train.best_metric = "delta_m" the result also holds "delta_m" against the stored baselines.
+    `reference_quirks=True` computes them as the reference code does (docs/faithfulness.md).
     """
     tasks = config.model.task_names
     channels_last = config.train.channels_last and device.type in ("cpu", "cuda")
@@ -241,7 +242,8 @@ def evaluate_model(model: nn.Module, dataset: Dataset, config: ExperimentConfig,
                         sampler=distributed.ShardSampler(len(dataset), context),
                         num_workers=config.data.num_workers, pin_memory=device.type == "cuda",
                         generator=torch.Generator())  # leaves the training's random state alone
-    metrics = MultiTaskMetrics(tasks, model.num_classes, class_ids=getattr(dataset, "class_ids", None))
+    metrics = MultiTaskMetrics(tasks, model.num_classes, class_ids=getattr(dataset, "class_ids", None),
+                               reference_quirks=reference_quirks)
     was_training = model.training
     model.eval()
     for index, batch in enumerate(loader):

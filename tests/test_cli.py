@@ -87,6 +87,18 @@ def test_eval_prints_and_writes_metrics(trained, tmp_path, capsys):
     assert (trained / "checkpoints" / "best.metrics.json").is_file()
 
 
+def test_eval_with_reference_quirks_computes_the_reference_metrics(trained, tmp_path):
+    checkpoint = str(trained / "checkpoints" / "best.pt")
+    ours, quirks = tmp_path / "ours.json", tmp_path / "quirks.json"
+    assert main(["eval", checkpoint, "--out", str(ours)]) == 0
+    assert main(["eval", checkpoint, "--out", str(quirks), "--reference-quirks"]) == 0
+    ours, quirks = json.loads(ours.read_text()), json.loads(quirks.read_text())
+    assert (ours["reference_quirks"], quirks["reference_quirks"]) == (False, True)
+    assert quirks["metrics"]["semseg"] == ours["metrics"]["semseg"]  # semseg has no quirk
+    for task in ("depth", "normals", "edges"):  # each of these has one (reference/densemtl.md §5)
+        assert quirks["metrics"][task] != ours["metrics"][task], task
+
+
 def test_eval_refuses_to_change_the_trained_model(trained, capsys):
     assert main(["eval", str(trained / "checkpoints" / "best.pt"), "-p", "model.tasks=S"]) == 2
     assert "only data.* and train.* can change" in _one_line_error(capsys)
