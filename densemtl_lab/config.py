@@ -63,17 +63,26 @@ class DataConfig:
     num_workers: int = 0                 # DataLoader workers; 0 on 2-core CPUs (environment.md)
     target_dataset: str | None = None    # adaptation: the unlabelled target domain, evaluated on
     target_root: str | None = None       # adaptation: folder of the target dataset
+    target_size: tuple[int, int] | None = None  # adaptation: the target's working H, W (None: data.size)
+    train_split: str = "train"           # the source split trained on: train, or all (SYNTHIA/VKITTI2, for UDA)
 
     def __post_init__(self) -> None:
         for name in (self.dataset, self.target_dataset or "toy"):
             _check(name in DATASET_NAMES,
                    f"data.dataset={name!r} is unknown; use one of {', '.join(DATASET_NAMES)}")
-        for key in ("size", "crop"):
+        for key in ("size", "crop", "target_size"):
             value = getattr(self, key)
             _check(value is None or all(side > 0 and side % 16 == 0 for side in value),
                    f"data.{key}={value} must be positive and divisible by 16 (the encoder's stride)")
-        _check(self.crop is None or all(c <= s for c, s in zip(self.crop, self.size)),
-               f"data.crop={self.crop} must fit in data.size={self.size}")
+        for key in ("size", "target_size"):
+            size = getattr(self, key)
+            _check(self.crop is None or size is None or all(c <= s for c, s in zip(self.crop, size)),
+                   f"data.crop={self.crop} must fit in data.{key}={size}")
+        _check(self.train_split in ("train", "all"),
+               f"data.train_split={self.train_split!r} must be 'train' or 'all'")
+        _check(self.train_split == "train" or self.dataset in ("synthia", "vkitti2"),
+               f"data.train_split='all' needs a dataset with a seeded train/val split (synthia, vkitti2), "
+               f"not {self.dataset!r}")
         _check(self.train_length >= 1 and self.val_length >= 1,
                "data.train_length and data.val_length must be at least 1")
         _check(0.0 <= self.severity <= 1.0, f"data.severity={self.severity} must lie in [0, 1]")
@@ -425,14 +434,16 @@ def _profiles() -> dict[str, ExperimentConfig]:
             optim=OptimConfig(lr=lr, backbone_lr=backbone_lr, scheduler_step=30000),
             train=paper_train,
         )
-    # §8: S+D only, 90k iterations, constant LR 2.5e-4 / 1.5e-5, no clipping, weights 50/1 (the SD default).
+    # §8: S+D only, 90k iterations, constant LR 2.5e-4 / 1.5e-5, no clipping, weights 50/1 (the SD default),
+    # the whole source set, Cityscapes at 512x1024.
     adaptation = {"synthia": ((512, 1024), None, 16), "vkitti2": ((512, 1696), (512, 1024), 8)}
     for source, (size, crop, classes) in adaptation.items():
         name = f"paper-{source}2cityscapes"
         profiles[name] = ExperimentConfig(
             profile=name,
             data=DataConfig(dataset=source, size=size, crop=crop, classes=classes, hflip=True,
-                            num_workers=4, target_dataset="cityscapes"),
+                            num_workers=4, target_dataset="cityscapes", target_size=(512, 1024),
+                            train_split="all"),
             model=dataclasses.replace(paper_model, tasks="SD"),
             optim=OptimConfig(lr=2.5e-4, backbone_lr=1.5e-5, clip_grad_norm=None),
             train=dataclasses.replace(paper_train, steps=90000),

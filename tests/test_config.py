@@ -69,6 +69,7 @@ def test_adaptation_profiles_take_the_reference_settings(name, source, classes):
     assert (config.optim.lr, config.optim.backbone_lr) == (2.5e-4, 1.5e-5)
     assert config.optim.clip_grad_norm is None and config.optim.scheduler_step is None
     assert config.train.steps == 90000
+    assert config.data.train_split == "all" and config.data.target_size == (512, 1024)  # §8: all source data
 
 
 def test_unknown_profile_lists_the_valid_names():
@@ -120,6 +121,9 @@ def test_override_parses_literals_and_coerces_to_the_field_type(assignment, sect
     ("train.best_metric=depth/mIoU", "train.best_metric='depth/mIoU'"),
     ("train.best_metric=delta_m", "needs train.baseline_setting"),
     ("train.loss_weights={\"semseg\": 1}", "one weight per task"),
+    ("data.train_split=test", "data.train_split='test' must be 'train' or 'all'"),
+    ("data.train_split=all", "data.train_split='all' needs a dataset with a seeded train/val split"),
+    ("data.target_size=[48, 100]", "data.target_size=.* divisible by 16"),
 ])
 def test_override_errors_name_the_key(assignment, message):
     with pytest.raises(ValueError, match=message):

@@ -189,6 +189,11 @@ def test_a_target_of_another_size_is_an_error_naming_both_datasets():
     assert "gives 32x32 images but the source dataset ToyScenes(length=16, size=(32, 64)" in message
 
 
+def test_a_target_size_that_differs_from_the_source_is_an_error():
+    with pytest.raises(DomainMismatchError, match=r"gives 16x32 images but the source dataset .* gives 32x64"):
+        Trainer(smoke("adversarial", target_size=(16, 32)))
+
+
 def test_a_target_with_another_class_set_is_an_error_naming_both_counts():
     other = ToyScenes(8, size=(32, 64), domain="target")
     other.num_classes = 16

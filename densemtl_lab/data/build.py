@@ -45,7 +45,7 @@ def training_transform(data: DataConfig) -> Compose | None:
 
 
 def _real_dataset(name: str, root: str | None, parameter: str, data: DataConfig, split: str,
-                  tasks: Iterable[str] | None, transform: Compose | None) -> Dataset:
+                  size: tuple[int, int], tasks: Iterable[str] | None, transform: Compose | None) -> Dataset:
     if root is None or not Path(root).expanduser().is_dir():
         state = " is not set" if root is None else f"={root!r} is not a folder"
         raise DataRootError(f"{parameter}{state} for dataset {name!r}; pass -p {parameter}=/path/to/"
@@ -59,7 +59,7 @@ def _real_dataset(name: str, root: str | None, parameter: str, data: DataConfig,
         elif data.classes != loader.num_classes:
             raise ConfigError(f"data.classes={data.classes} is not available for {name!r}, which "
                               f"has {loader.num_classes} classes; set data.classes={loader.num_classes}")
-    return loader(Path(root).expanduser(), split=split, size=data.size, tasks=tasks,
+    return loader(Path(root).expanduser(), split=split, size=size, tasks=tasks,
                   transform=transform, **options)
 
 
@@ -70,26 +70,31 @@ def build_dataset(data: DataConfig, split: str, domain: str | None = None,
     The toy scenes are rendered on the fly, or, with `data.root`, read from `<root>/<split>` (written by
     data_scripts/make_toy_dataset.py).
     `domain`: None uses `data.domain` (toy) or `data.dataset`; "target" picks the adaptation target
-    (`data.target_dataset`, or the toy target domain). `tasks` limits the labels a real loader reads.
+    (`data.target_dataset` at `data.target_size`, or the toy target domain). The source's "train"
+    reads `data.train_split`. `tasks` limits the labels a real loader reads.
     """
     if domain not in (None, "source", "target"):
         raise ConfigError(f"domain={domain!r} must be None, 'source' or 'target'")
-    name, root, parameter = data.dataset, data.root, "data.root"
-    if domain == "target" and data.target_dataset is not None:
-        name, root, parameter = data.target_dataset, data.target_root, "data.target_root"
+    name, root, parameter, size = data.dataset, data.root, "data.root", data.size
     transform = training_transform(data) if split == "train" else None
+    if domain == "target":
+        size = data.target_size or data.size
+        if data.target_dataset is not None:
+            name, root, parameter = data.target_dataset, data.target_root, "data.target_root"
+    elif split == "train":
+        split = data.train_split
     if name != "toy":
-        return _real_dataset(name, root, parameter, data, split, tasks, transform)
+        return _real_dataset(name, root, parameter, data, split, size, tasks, transform)
     from densemtl_lab.data.toy import ToyScenes
 
     if root is not None:
-        return _toy_from_disk(Path(root).expanduser() / split, parameter, data, transform)
+        return _toy_from_disk(Path(root).expanduser() / split, parameter, size, transform)
     length = data.train_length if split == "train" else data.val_length
-    return ToyScenes(length, size=data.size, domain=domain or data.domain, severity=data.severity,
+    return ToyScenes(length, size=size, domain=domain or data.domain, severity=data.severity,
                      seed=data.scene_seed, split=split, transform=transform)
 
 
-def _toy_from_disk(folder: Path, parameter: str, data: DataConfig, transform: Compose | None) -> Dataset:
+def _toy_from_disk(folder: Path, parameter: str, size: tuple[int, int], transform: Compose | None) -> Dataset:
     """A toy split written by data_scripts/make_toy_dataset.py into <root>/<split>."""
     from densemtl_lab.data.toy import ToyScenes
 
@@ -97,7 +102,7 @@ def _toy_from_disk(folder: Path, parameter: str, data: DataConfig, transform: Co
         raise DataRootError(f"{parameter}: {folder} holds no toy dataset; write one per split with "
                             f"python data_scripts/make_toy_dataset.py {folder} --split {folder.name}")
     dataset = ToyScenes.from_disk(folder, transform=transform)
-    if tuple(dataset.size) != tuple(data.size):
+    if tuple(dataset.size) != tuple(size):
         raise ConfigError(f"the toy dataset in {folder} is {dataset.size[0]}x{dataset.size[1]} but "
-                          f"data.size={data.size}; set data.size to match")
+                          f"the working size is {tuple(size)}; set data.size (or data.target_size) to match")
     return dataset
