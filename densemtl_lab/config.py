@@ -36,6 +36,10 @@ RESUMABLE_CHANGES = frozenset({
 })
 
 
+#: A value of a real dataset loader's keyword option (`data.options`), as YAML or `-p` gives it.
+LoaderOption = Union[str, bool, int, float, list]
+
+
 class ConfigError(ValueError):
     """A configuration value, key, file or profile name that cannot be used."""
 
@@ -64,6 +68,8 @@ class DataConfig:
     target_dataset: str | None = None    # adaptation: the unlabelled target domain, evaluated on
     target_root: str | None = None       # adaptation: folder of the target dataset
     target_size: tuple[int, int] | None = None  # adaptation: the target's working H, W (None: data.size)
+    options: dict[str, LoaderOption] | None = None         # real dataset loader options, e.g. {variation: clone}
+    target_options: dict[str, LoaderOption] | None = None  # the same for the target dataset
     train_split: str = "train"           # the source split trained on: train, or all (SYNTHIA/VKITTI2, for UDA)
 
     def __post_init__(self) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from torch.utils.data import Dataset
 
@@ -28,6 +29,8 @@ REAL_DATASETS: dict[str, tuple[str, str]] = {
 }
 #: Where each dataset's preparation script lives (named in the missing-root error).
 _PREPARE_HINT = "data_scripts/prepare_{name}.py"
+#: Loader parameters that other config keys set (data.options may not).
+_SET_ELSEWHERE = frozenset({"self", "root", "split", "size", "tasks", "transform", "num_classes"})
 
 
 class DataRootError(ConfigError):
@@ -44,23 +47,76 @@ def training_transform(data: DataConfig) -> Compose | None:
     return Compose(tuple(steps)) if steps else None
 
 
-def _real_dataset(name: str, root: str | None, parameter: str, data: DataConfig, split: str,
-                  size: tuple[int, int], tasks: Iterable[str] | None, transform: Compose | None) -> Dataset:
-    if root is None or not Path(root).expanduser().is_dir():
-        state = " is not set" if root is None else f"={root!r} is not a folder"
-        raise DataRootError(f"{parameter}{state} for dataset {name!r}; pass -p {parameter}=/path/to/"
-                            f"{name} (check it with {_PREPARE_HINT.format(name=name)})")
-    module_name, class_name = REAL_DATASETS[name]
-    loader = getattr(importlib.import_module(module_name), class_name)
-    options = {}
+def _loader_options(loader: type, name: str, data: DataConfig, options: dict | None, key: str) -> dict:
+    """The loader's keyword options: `key` (data.options or data.target_options) plus data.classes."""
+    options = dict(options or {})
+    accepted = set(inspect.signature(loader).parameters) - _SET_ELSEWHERE
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ConfigError(f"{key} names {', '.join(unknown)}, which {name!r} does not take; its options are "
+                          f"{', '.join(sorted(accepted)) or 'none'} (classes: data.classes)")
     if data.classes is not None:
         if "num_classes" in inspect.signature(loader).parameters:
             options["num_classes"] = data.classes
         elif data.classes != loader.num_classes:
             raise ConfigError(f"data.classes={data.classes} is not available for {name!r}, which "
                               f"has {loader.num_classes} classes; set data.classes={loader.num_classes}")
-    return loader(Path(root).expanduser(), split=split, size=size, tasks=tasks,
-                  transform=transform, **options)
+    return options
+
+
+def _real_dataset(name: str, root: str | None, parameter: str, data: DataConfig, split: str,
+                  size: tuple[int, int], tasks: Iterable[str] | None, transform: Compose | None) -> Dataset:
+    if root is None or not Path(root).expanduser().is_dir():
+        state = " is not set" if root is None else f"={root!r} is not a folder"
+        raise DataRootError(f"{parameter}{state} for dataset {name!r}; pass -p {parameter}=/path/to/"
+                            f"{name} (check it with {_PREPARE_HINT.format(name=name)})")
+    root = Path(root).expanduser()
+    module_name, class_name = REAL_DATASETS[name]
+    loader = getattr(importlib.import_module(module_name), class_name)
+    key = "data.target_options" if parameter == "data.target_root" else "data.options"
+    options = _loader_options(loader, name, data, data.target_options if key == "data.target_options"
+                              else data.options, key)
+    cache = prepared_cache(root)
+    if cache is not None:
+        _check_cache(cache, root, parameter, name, size, loader, options)
+        from densemtl_lab.data.prepare import PreparedDataset
+
+        return PreparedDataset(root, split=split, size=size, tasks=tasks, transform=transform)
+    return loader(root, split=split, size=size, tasks=tasks, transform=transform, **options)
+
+
+def prepared_cache(root: Path) -> dict[str, Any] | None:
+    """The manifest of a resized cache written by `data_scripts/prepare_<dataset>.py --size` at `root`."""
+    manifest = root / "manifest.json"
+    if not (manifest.is_file() and (root / "cache" / "settings.json").is_file()):
+        return None
+    values = json.loads(manifest.read_text())
+    return values if values.get("size") else None
+
+
+def _check_cache(cache: dict[str, Any], root: Path, parameter: str, name: str, size: tuple[int, int],
+                 loader: type, options: dict[str, Any]) -> None:
+    """Refuse a prepared cache of another dataset, size or loader options than the config asks for."""
+    if cache["dataset"] != name:
+        raise ConfigError(f"{parameter}={str(root)!r} is a prepared cache of {cache['dataset']!r}, "
+                          f"not of {name!r}")
+    if tuple(cache["size"]) != tuple(size):
+        height, width = cache["size"]
+        raise ConfigError(f"{parameter}={str(root)!r} caches {name} at {height}x{width}, but the working size "
+                          f"is {size[0]}x{size[1]}; set the size to [{height}, {width}] or prepare a cache "
+                          f"at this size")
+    defaults = {key: value.default for key, value in inspect.signature(loader).parameters.items()}
+    made_with = {**defaults, **cache.get("options", {})}
+    differ = {key: value for key, value in options.items()
+              if _as_json(made_with.get(key)) != _as_json(value)}
+    if differ:
+        listed = ", ".join(f"{key}={made_with.get(key)!r}, asked {value!r}" for key, value in differ.items())
+        raise ConfigError(f"{parameter}={str(root)!r} was prepared with other loader options ({listed}); "
+                          f"prepare a cache with them or read the raw {name} folder")
+
+
+def _as_json(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def build_dataset(data: DataConfig, split: str, domain: str | None = None,
