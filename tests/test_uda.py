@@ -26,8 +26,8 @@ from densemtl_lab.uda import (
 def smoke(method: str, **overrides):
     """The smoke profile on S+D, adapting to the toy target domain with tiny discriminators."""
     adapt = {"method": method, "discriminator_width": 4, **overrides.pop("adapt", {})}
-    return get_profile("smoke", quiet=True, device="cpu", tasks="SD", target_dataset="toy", adapt=adapt,
-                       **overrides)
+    return get_profile("smoke", **{"quiet": True, "device": "cpu", "tasks": "SD", "target_dataset": "toy",
+                                   "adapt": adapt, **overrides})
 
 
 class LabelReadError(AssertionError):
@@ -294,6 +294,22 @@ def test_an_adversarial_run_paused_half_way_ends_like_the_straight_run(tmp_path)
         for key, value in expected.state_dict().items():
             assert torch.equal(actual.state_dict()[key], value), f"{name}.{key}"
     assert resumed.history.steps == straight.history.steps
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the adversarial step under "
+                    "CUDA autocast (bf16, and fp16 through the shared GradScaler)")
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_adversarial_steps_on_cuda_under_autocast(amp):
+    trainer = Trainer(smoke("adversarial", device="cuda", amp=amp, steps=3, eval_every=3))
+    assert (trainer.scaler is not None) == (amp == "fp16")
+    before = {key: value.clone() for key, value in trainer.adaptation.discriminators.state_dict().items()}
+    result = trainer.fit()
+    for row in result.history.steps:
+        assert all(math.isfinite(value) for value in row.values()), row
+    assert changed(before, trainer.adaptation.discriminators)
+    assert next(trainer.adaptation.discriminators.parameters()).is_cuda
+    assert result.metrics["semseg"]["pixel_acc"] >= 0
 
 
 def test_discriminator_inputs_of_a_model_for_display():
