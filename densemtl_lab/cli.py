@@ -84,12 +84,16 @@ def experiment_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from densemtl_lab.distributed import shutdown
     from densemtl_lab.train import Trainer, default_run_dir
 
     config = experiment_from_args(args)
     run_dir = args.run_dir if args.run_dir is not None else default_run_dir(config, args.runs)
-    trainer = Trainer(config, run_dir, resume=args.resume, overwrite=args.overwrite)
-    result = trainer.fit()
+    try:  # the Trainer joins the torchrun process group, if any: leave it however the run ends
+        trainer = Trainer(config, run_dir, resume=args.resume, overwrite=args.overwrite)
+        result = trainer.fit()
+    finally:
+        shutdown()
     if not trainer.context.is_main:
         return 0
     if result.interrupted:
@@ -310,9 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status."""
-    from densemtl_lab.distributed import shutdown
-
     args = build_parser().parse_args(argv)
+
     debug = os.environ.get("DENSEMTL_DEBUG") == "1"
     try:
         return args.handler(args)
@@ -330,5 +333,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("densemtl-lab: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    finally:
-        shutdown()

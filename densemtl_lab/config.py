@@ -25,6 +25,9 @@ import yaml
 
 from densemtl_lab.tasks import TASKS, parse_tasks, task_letters
 
+#: The models `densemtl_lab.models.build_model` builds (its BUILDERS keys; named here so that configs
+#: load without torch; tests/test_build_model.py checks that both agree).
+MODEL_NAMES = ("stl", "stl-deeplab", "mtl", "padnet", "3ways", "densemtl")
 #: Datasets `densemtl_lab.data.build.build_dataset` knows.
 DATASET_NAMES = ("toy", "cityscapes", "synthia", "vkitti2", "nyuv2")
 #: Domain adaptation methods (`densemtl_lab.uda`): source-only, the two unsupervised ones, labelled target.
@@ -119,8 +122,6 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", task_letters(parse_tasks(self.tasks)))
-        from densemtl_lab.models import MODEL_NAMES
-
         _check(self.name in MODEL_NAMES,
                f"model.name={self.name!r} is unknown; use one of {', '.join(MODEL_NAMES)}")
         _check(all(width > 0 for width in self.decoder_widths),

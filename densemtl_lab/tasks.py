@@ -11,10 +11,10 @@ names them in, so checkpoints and concatenations never depend on set iteration (
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:  # torch is imported where it is used, so that configs and the CLI load without it
+    import torch
 
 #: Project-wide ignore index for semantic labels (the reference code's value, configurable there).
 IGNORE_INDEX = 250
@@ -157,7 +157,7 @@ def encode_depth(metres: torch.Tensor) -> torch.Tensor:
     """Metric depth (0 = invalid) -> the reference's normalised inverse depth (0 where invalid)."""
     valid = metres > 0
     coded = 65536.0 / (metres.clamp_min(0) * 100.0 + 1.0)
-    return torch.where(valid, coded, torch.zeros_like(coded))
+    return coded.where(valid, coded.new_zeros(()))
 
 
 def decode_depth(coded: torch.Tensor, reference_quirk: bool = False) -> torch.Tensor:
@@ -182,7 +182,7 @@ def decode_prediction(task: str, raw: torch.Tensor) -> torch.Tensor:
     if task == "depth":
         return decode_depth(raw)
     if task == "normals":
-        return F.normalize(raw, dim=1, eps=1e-8)
+        return raw / raw.norm(dim=1, keepdim=True).clamp_min(1e-8)  # F.normalize
     if task == "edges":
         return raw.softmax(dim=1)[:, 1:2]
     raise UnknownTaskError(f"unknown task {task!r}; known: {', '.join(TASK_ORDER)}")

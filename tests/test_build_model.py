@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from densemtl_lab import config
 from densemtl_lab.models import (
     MODEL_NAMES,
     DenseMTL,
@@ -24,6 +25,7 @@ def _tasks(name: str) -> str:
 
 def test_model_names() -> None:
     assert MODEL_NAMES == ("stl", "stl-deeplab", "mtl", "padnet", "3ways", "densemtl")
+    assert config.MODEL_NAMES == MODEL_NAMES  # configs check names without importing the models
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

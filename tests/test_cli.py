@@ -147,3 +147,11 @@ def test_python_dash_m_runs_the_same_command():
     done = subprocess.run([sys.executable, "-m", "densemtl_lab", "profiles"], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.splitlines()[0].startswith("smoke")
+
+
+def test_help_and_profiles_start_without_torch():
+    code = ("import sys; from densemtl_lab.cli import main; main(['profiles']); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "paper-synthia2cityscapes" in done.stdout
