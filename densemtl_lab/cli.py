@@ -315,7 +315,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status."""
     args = build_parser().parse_args(argv)
-
     debug = os.environ.get("DENSEMTL_DEBUG") == "1"
     try:
         return args.handler(args)

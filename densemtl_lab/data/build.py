@@ -47,16 +47,17 @@ def training_transform(data: DataConfig) -> Compose | None:
     return Compose(tuple(steps)) if steps else None
 
 
-def _loader_options(loader: type, name: str, data: DataConfig, options: dict | None, key: str) -> dict:
+def _loader_options(loader: type, name: str, data: DataConfig, key: str) -> dict:
     """The loader's keyword options: `key` (data.options or data.target_options) plus data.classes."""
-    options = dict(options or {})
-    accepted = set(inspect.signature(loader).parameters) - _SET_ELSEWHERE
+    options = dict(getattr(data, key.removeprefix("data.")) or {})
+    parameters = inspect.signature(loader).parameters
+    accepted = set(parameters) - _SET_ELSEWHERE
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise ConfigError(f"{key} names {', '.join(unknown)}, which {name!r} does not take; its options are "
                           f"{', '.join(sorted(accepted)) or 'none'} (classes: data.classes)")
     if data.classes is not None:
-        if "num_classes" in inspect.signature(loader).parameters:
+        if "num_classes" in parameters:
             options["num_classes"] = data.classes
         elif data.classes != loader.num_classes:
             raise ConfigError(f"data.classes={data.classes} is not available for {name!r}, which "
@@ -64,7 +65,7 @@ def _loader_options(loader: type, name: str, data: DataConfig, options: dict | N
     return options
 
 
-def _real_dataset(name: str, root: str | None, parameter: str, data: DataConfig, split: str,
+def _real_dataset(name: str, root: str | None, parameter: str, options_key: str, data: DataConfig, split: str,
                   size: tuple[int, int], tasks: Iterable[str] | None, transform: Compose | None) -> Dataset:
     if root is None or not Path(root).expanduser().is_dir():
         state = " is not set" if root is None else f"={root!r} is not a folder"
@@ -73,9 +74,7 @@ def _real_dataset(name: str, root: str | None, parameter: str, data: DataConfig,
     root = Path(root).expanduser()
     module_name, class_name = REAL_DATASETS[name]
     loader = getattr(importlib.import_module(module_name), class_name)
-    key = "data.target_options" if parameter == "data.target_root" else "data.options"
-    options = _loader_options(loader, name, data, data.target_options if key == "data.target_options"
-                              else data.options, key)
+    options = _loader_options(loader, name, data, options_key)
     cache = prepared_cache(root)
     if cache is not None:
         _check_cache(cache, root, parameter, name, size, loader, options)
@@ -131,16 +130,17 @@ def build_dataset(data: DataConfig, split: str, domain: str | None = None,
     """
     if domain not in (None, "source", "target"):
         raise ConfigError(f"domain={domain!r} must be None, 'source' or 'target'")
-    name, root, parameter, size = data.dataset, data.root, "data.root", data.size
+    name, root, parameter, options_key, size = data.dataset, data.root, "data.root", "data.options", data.size
     transform = training_transform(data) if split == "train" else None
     if domain == "target":
         size = data.target_size or data.size
         if data.target_dataset is not None:
             name, root, parameter = data.target_dataset, data.target_root, "data.target_root"
+            options_key = "data.target_options"
     elif split == "train":
         split = data.train_split
     if name != "toy":
-        return _real_dataset(name, root, parameter, data, split, size, tasks, transform)
+        return _real_dataset(name, root, parameter, options_key, data, split, size, tasks, transform)
     from densemtl_lab.data.toy import ToyScenes
 
     if root is not None:
