@@ -10,7 +10,7 @@ import pytest
 from densemtl_lab.data import toy_render
 from densemtl_lab.data.toy_render import render_scene, screen_windows
 from densemtl_lab.data.toy_scene import (
-    BUILDING, POLE, ROAD, SCENE_STYLES, SKY, TERRAIN, VEGETATION, Camera, Scene, sample_scene,
+    BUILDING, POLE, ROAD, SCENE_STYLES, SKY, TERRAIN, VEGETATION, VEHICLE, Camera, Scene, sample_scene,
 )
 
 SIZE = (64, 128)
@@ -136,3 +136,30 @@ def test_normals_are_unit_and_face_the_camera(seed):
         np.ones((1, 1)),
     ))
     assert ((normals * rays).sum(axis=0)[hit] < 0).all()
+
+
+@pytest.mark.parametrize("small_window_pixels", [0, 1024, 10**9])
+def test_coincident_primitives_go_to_the_lower_id_as_if_drawn_in_order(monkeypatch, small_window_pixels):
+    """Equal depths keep the first primitive drawn, whether boxes are cast window by window or all at once."""
+    monkeypatch.setattr(toy_render, "_SMALL_WINDOW_PIXELS", small_window_pixels)
+    cam = camera(mount_height_m=50.0)
+    box = (-1.0, -1.0, 10.0, 1.0, 1.0, 12.0)
+    sphere = (3.0, 0.0, 10.0, 1.0)
+    render = render_scene(scene_of(cam, boxes=[box, box], spheres=[sphere, sphere],
+                                   labels=[BUILDING, VEHICLE, VEGETATION, POLE]))
+    assert render.instance[31, 63] == 3  # the first box, not the second
+    sphere_column = int(64 + 3 / 10 * 89.6)
+    assert render.instance[31, sphere_column] == 5  # the first sphere, not the second
+    assert not np.isin(render.instance, (4, 6)).any()
+
+
+@pytest.mark.parametrize("domain", ["source", "target"])
+@pytest.mark.parametrize("seed", range(3))
+def test_boxes_cast_window_by_window_or_all_at_once_give_the_same_render(monkeypatch, domain, seed):
+    scene = sample_scene(np.random.default_rng(seed), (128, 256), SCENE_STYLES[domain])
+    renders = []
+    for small_window_pixels in (0, 10**9):  # every box by its window; every box pixel by pixel
+        monkeypatch.setattr(toy_render, "_SMALL_WINDOW_PIXELS", small_window_pixels)
+        renders.append(render_scene(scene))
+    for name in ("depth", "primitive", "normals_world"):
+        assert np.array_equal(getattr(renders[0], name), getattr(renders[1], name)), name

@@ -14,7 +14,7 @@ z forward), pitched about x. Every image is rendered directly at `size`, so K is
 Labels (`toy_render.py` ray-casts the primitives analytically):
 - `depth`: camera z-depth (not ray length), capped at 80 m, 0 on sky;
 - `normals`: analytic unit normals in the camera frame facing the camera, 0 on sky;
-- `edges`: 4-neighbour label changes (`geometry.edges_from_labels`, both sides, 2 px wide);
+- `edges`: 4-neighbour label changes (`geometry.edge_mask`, both sides, 2 px wide);
 - `semseg`: eight classes with Cityscapes train ids, so palettes and metrics are shared:
 
   | class      | train id | source | source bounds | target | target bounds |
@@ -65,7 +65,7 @@ import torch
 from torch.utils.data import Dataset
 
 from densemtl_lab.data.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-from densemtl_lab.data.geometry import edges_from_labels
+from densemtl_lab.data.geometry import edge_mask
 from densemtl_lab.data.toy_render import Render, render_scene
 from densemtl_lab.data.toy_scene import (
     BUILDING, POLE, ROAD, SCENE_STYLES, SIDEWALK, SKY, TERRAIN, TOY_CLASS_IDS, VEGETATION,
@@ -161,8 +161,14 @@ class ToyConfig:
 def _lambert(render: Render, sun: np.ndarray, ambient: float) -> np.ndarray:
     """H, W float32 shading ambient + (1 - ambient) max(0, n . L); 1 on sky."""
     nx, ny, nz = render.normals_world
-    direct = np.maximum(nx * float(sun[0]) + ny * float(sun[1]) + nz * float(sun[2]), 0.0)
-    return np.where(render.sky, np.float32(1), ambient + (1 - ambient) * direct)
+    shading = nx * float(sun[0])  # the same arithmetic in place: fewer H x W temporaries
+    shading += ny * float(sun[1])
+    shading += nz * float(sun[2])
+    np.maximum(shading, 0.0, out=shading)
+    shading *= 1 - ambient
+    shading += ambient
+    shading[render.sky] = 1
+    return shading
 
 
 def _sun_direction(rng: np.random.Generator) -> np.ndarray:
@@ -181,11 +187,25 @@ def _value_noise(lattice: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarra
     """Bilinear value noise in [0, 1] at (u, v) in cells, from a 64 x 64 lattice tiling the plane."""
     u0, v0 = np.floor(u), np.floor(v)
     fu, fv = u - u0, v - v0
-    padded = np.pad(lattice, ((0, 1), (0, 1)), mode="wrap").ravel()  # 65 x 65: no wrap-around per corner
-    corner = (u0.astype(np.int32) & 63) * 65 + (v0.astype(np.int32) & 63)  # flat index of (i0, j0)
-    top = padded.take(corner) * (1 - fu) + padded.take(corner + 65) * fu
-    bottom = padded.take(corner + 1) * (1 - fu) + padded.take(corner + 66) * fu
-    return top * (1 - fv) + bottom * fv
+    padded = np.empty((65, 65), dtype=lattice.dtype)  # the lattice wrapped by one row and column
+    padded[:64, :64] = lattice
+    padded[64, :64] = lattice[0]
+    padded[:, 64] = padded[:, 0]
+    padded = padded.ravel()
+    corner = u0.astype(np.intp)  # flat index of (i0, j0) in `padded`, so no corner wraps around
+    corner &= 63
+    corner *= 65
+    corner += v0.astype(np.intp) & 63
+    # The four corners (i0, j0), (i0 + 1, j0), (i0, j0 + 1), (i0 + 1, j0 + 1): offsets 0, 65, 1, 66.
+    fu_complement = 1 - fu
+    top = padded.take(corner) * fu_complement
+    top += padded[65:].take(corner) * fu
+    bottom = padded[1:].take(corner) * fu_complement
+    bottom += padded[66:].take(corner) * fu
+    top *= 1 - fv
+    bottom *= fv
+    top += bottom
+    return top
 
 
 def _blur121(image: np.ndarray) -> np.ndarray:
@@ -239,13 +259,18 @@ def _lane_pixels(scene: Scene, render: Render, x: np.ndarray, z: np.ndarray) -> 
 
 
 def _surface_detail(scene: Scene, render: Render, lattice: np.ndarray, image: np.ndarray, s: np.float32) -> np.ndarray:
-    """World-space texture (value noise, 0.6 m cells), facade windows and lane marks, weighted by s."""
+    """World-space texture (value noise, 0.6 m cells), facade windows and lane marks, weighted by s.
+
+    Writes into `image`, the [3, H, W] albedo, and returns it."""
     x, y, z = render.points_world()
     nx, ny, _ = render.normals_world
     u = np.where(np.abs(nx) > 0.5, z, x)  # texture axes: x-z on the ground, z-y or x-y on walls
     v = np.where(np.abs(ny) > 0.5, z, y)
-    noise = _value_noise(lattice, u * np.float32(1 / 0.6), v * np.float32(1 / 0.6))
-    image = image * (1 + 0.5 * s * (noise - 0.5))
+    texture = _value_noise(lattice, u * np.float32(1 / 0.6), v * np.float32(1 / 0.6))
+    texture -= 0.5  # 1 + s (noise - 0.5) / 2, in place
+    texture *= 0.5 * s
+    texture += 1
+    image *= texture
     flat = image.reshape(3, -1)  # a view: paint only the few pixels that get paint
     painted = ((_WINDOW_PAINT, _window_pixels(render, u, v)), (_LANE_PAINT, _lane_pixels(scene, render, x, z)))
     for paint, pixels in painted:  # windows (building pixels) and lanes (road pixels) never overlap
@@ -261,9 +286,11 @@ def shade_target(scene: Scene, render: Render, rng: np.random.Generator, severit
     lattice = rng.random((64, 64), dtype=np.float32)
     image = _surface_detail(scene, render, lattice, np.take(albedo.T, render.instance, axis=1), s)  # 3, H, W
     tint = (1 + s * (_WARM_TINT - 1))[:, None, None]
-    depth = np.minimum(render.depth, _SKY_HAZE_DEPTH_M).astype(np.float32)
-    transmission = np.exp(-np.float32(beta) * depth)  # haze: I t + A (1 - t)
-    # In place from here on (the same arithmetic, fewer 3 x H x W temporaries).
+    # In place from here on (the same arithmetic, fewer temporaries).
+    transmission = render.depth.astype(np.float32)  # haze: I t + A (1 - t), t = exp(-beta depth)
+    np.minimum(transmission, _SKY_HAZE_DEPTH_M, out=transmission)
+    transmission *= -np.float32(beta)
+    np.exp(transmission, out=transmission)
     image *= _lambert(render, sun, ambient=0.5 - 0.15 * severity)
     image *= tint
     airlight = _AIRLIGHT[:, None, None]
@@ -274,11 +301,21 @@ def shade_target(scene: Scene, render: Render, rng: np.random.Generator, severit
     blurred -= image
     blurred *= s
     image += blurred
-    image += (0.03 * s) * rng.standard_normal(image.shape[1:], dtype=np.float32)  # luminance noise
+    noise = rng.standard_normal(image.shape[1:], dtype=np.float32)  # luminance noise
+    noise *= 0.03 * s
+    image += noise
     return image
 
 
 # --- one sample -----------------------------------------------------------------------------------
+
+def _quantise(image: np.ndarray) -> np.ndarray:
+    """uint8 of a float image in [0, 1] (clipped, rounded); overwrites `image` on the way."""
+    np.clip(image, 0, 1, out=image)
+    image *= 255
+    image += 0.5
+    return image.astype(np.uint8)
+
 
 def render_toy_arrays(config: ToyConfig, index: int) -> dict[str, np.ndarray]:
     """Sample `index` of `config` as numpy arrays, as they are stored on disk.
@@ -293,13 +330,12 @@ def render_toy_arrays(config: ToyConfig, index: int) -> dict[str, np.ndarray]:
         image = shade_source(scene, render, rng)
     else:
         image = shade_target(scene, render, rng, config.severity)
-    labels = torch.from_numpy(render.labels)
     return {
-        "image": (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8),
+        "image": _quantise(image),
         "semseg": render.labels,
         "depth": np.where(render.sky, 0.0, np.minimum(render.depth, MAX_DEPTH_M)).astype(np.float32),
         "normals": render.normals(),
-        "edges": edges_from_labels(labels)[0].to(torch.uint8).numpy(),
+        "edges": edge_mask(render.labels).view(np.uint8),
         "K": scene.camera.intrinsics(),
     }
 
@@ -308,7 +344,7 @@ def arrays_to_sample(arrays: dict[str, np.ndarray], name: str, domain: str) -> d
     """Numpy arrays of one sample -> the data contract dict of tensors."""
     height, width = arrays["semseg"].shape
     return {
-        "image": torch.from_numpy(arrays["image"].astype(np.float32) / np.float32(255)),
+        "image": torch.from_numpy(np.divide(arrays["image"], np.float32(255), dtype=np.float32)),
         "semseg": torch.from_numpy(arrays["semseg"].astype(np.int64)),
         "depth": torch.from_numpy(arrays["depth"]).reshape(1, height, width),
         "normals": torch.from_numpy(arrays["normals"]),

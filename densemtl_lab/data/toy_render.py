@@ -12,6 +12,12 @@ Each primitive is intersected only inside the screen window of its projected bou
 - box: slab test; the normal is the entry face's axis with sign -sign(d_axis);
 - vertical cylinder: the nearer root of |t (d_x, d_z) - (c_x, c_z)| = r, inside its height;
 - sphere: the nearer root of |t d - c| = r; normal (p - c) / r.
+
+Large boxes are cast one by one, each on its window. Small boxes, cylinders and spheres are cast on
+lists of all their window pixels at once (numpy's per-call cost outweighs their few pixels), and
+each pixel keeps the nearest of its candidates. Every way keeps, per pixel, the nearest hit and of
+equally near ones the lowest primitive id: the same image, bit for bit, as drawing the primitives
+one by one in id order with a strict depth test.
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ from densemtl_lab.data.toy_scene import (
 _TINY = 1e-12
 #: Primitive ids 0-2 are the sky and the two ground regions (the same ids as their instances).
 _FIRST_PRIMITIVE = 3
+#: Boxes whose screen window holds at most this many pixels are intersected all together, pixel by
+#: pixel; larger ones one by one on their window (measured fastest at 128x256 on 2 cores).
+_SMALL_WINDOW_PIXELS = 1024
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,7 @@ class Render:
     instance: np.ndarray  # H, W int32 instance id (Scene.instance_labels gives its class)
     labels: np.ndarray  # H, W uint8 class id (Cityscapes train id)
     normals_world: np.ndarray  # 3, H, W float32 unit normals in the world frame
+    rays: Rays  # the world directions of the pixel rays
 
     @cached_property
     def sky(self) -> np.ndarray:
@@ -59,10 +69,13 @@ class Render:
 
     def points_world(self) -> np.ndarray:
         """3, H, W float32 hit points t d_w in the world frame (0 on sky)."""
-        rays = camera_rays(self.camera)
-        t = np.where(self.sky, np.float32(0), self.depth.astype(np.float32))
-        dx, dy, dz = (direction.astype(np.float32) for direction in (rays.dx, rays.dy, rays.dz))
-        return np.stack([t * dx[None, :], t * dy[:, None], t * dz[:, None]])
+        t = self.depth.astype(np.float32)
+        t[self.sky] = 0
+        points = np.empty((3, *t.shape), dtype=np.float32)
+        np.multiply(t, self.rays.dx.astype(np.float32)[None, :], out=points[0])
+        np.multiply(t, self.rays.dy.astype(np.float32)[:, None], out=points[1])
+        np.multiply(t, self.rays.dz.astype(np.float32)[:, None], out=points[2])
+        return points
 
 
 @dataclass(frozen=True)
@@ -102,29 +115,16 @@ class _Buffers:
         self.primitive = np.full(shape, SKY_INSTANCE, dtype=np.int32)
         self.face = np.zeros(shape, dtype=np.int8)
 
-    def keep(self, window: tuple[slice, slice], hit: np.ndarray, depth: np.ndarray, primitive: int) -> None:
-        """Keep the depth and primitive id of hits (already tested nearer than the buffer) in `window`."""
-        np.copyto(self.depth[window], depth, where=hit)
-        np.copyto(self.primitive[window], primitive, where=hit)
-
-    def write(self, window: tuple[slice, slice], hit: np.ndarray, depth: np.ndarray,
-              primitive: int, nx: np.ndarray | float, ny: np.ndarray | float, nz: np.ndarray | float) -> None:
-        """Keep a curved primitive's hits with their normals."""
-        self.keep(window, hit, depth, primitive)
-        np.copyto(self.nx[window], nx, where=hit)
-        np.copyto(self.ny[window], ny, where=hit)
-        np.copyto(self.nz[window], nz, where=hit)
-
     def write_box(self, window: tuple[slice, slice], hit: np.ndarray, depth: np.ndarray, primitive: int,
                   face: np.ndarray) -> None:
-        """Keep a box's hits with their face codes."""
-        self.keep(window, hit, depth, primitive)
+        """Keep a box's hits (already tested nearer than the buffer) in `window` with their face codes."""
+        np.copyto(self.depth[window], depth, where=hit)
+        np.copyto(self.primitive[window], primitive, where=hit)
         np.copyto(self.face[window], face, where=hit)
 
     def face_normals(self) -> None:
         """Create the 3, H, W world normals from the face codes (once the ground and boxes are in)."""
         self.normals = np.take(_FACE_NORMALS.T, self.face, axis=1)
-        self.nx, self.ny, self.nz = self.normals
 
 
 def _pitch(camera: Camera) -> tuple[float, float]:
@@ -188,71 +188,153 @@ def _windows(windows: np.ndarray) -> Iterator[tuple[int, tuple[slice, slice]]]:
             yield index, (slice(r0, r1), slice(c0, c1))
 
 
-def _nearer_root(a: np.ndarray, b: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
+def _window_pixels(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(primitive index, row, column) of every pixel of every window [N, 4], window after window."""
+    heights, widths = windows[:, 1] - windows[:, 0], windows[:, 3] - windows[:, 2]  # >= 0: clipped windows
+    counts = heights * widths
+    index = np.repeat(np.arange(len(windows)), counts)
+    offset = np.arange(index.size) - np.repeat(np.cumsum(counts) - counts, counts)  # inside its window
+    row, col = np.divmod(offset, widths[index])
+    return index, row + windows[index, 0], col + windows[index, 2]
+
+
+def _nearer_root(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The smaller root t of a t^2 - 2 b t + c = 0, and where it is real."""
     disc = b * b - a * c
     return (b - np.sqrt(np.maximum(disc, 0.0))) / a, disc >= 0
 
 
-def _render_boxes(buffers: _Buffers, boxes: np.ndarray, rays: Rays, windows: np.ndarray, first_id: int) -> None:
-    """Slab test per box: per-axis entry/exit parameters are 1-D (x per column, y/z per row)."""
-    tx0, tx1 = boxes[:, 0:1] * rays.inv_dx, boxes[:, 3:4] * rays.inv_dx  # N, W
-    ty0, ty1 = boxes[:, 1:2] * rays.inv_dy, boxes[:, 4:5] * rays.inv_dy  # N, H
-    tz0, tz1 = boxes[:, 2:3] * rays.inv_dz, boxes[:, 5:6] * rays.inv_dz
-    near_x, far_x = np.minimum(tx0, tx1), np.maximum(tx0, tx1)
-    near_y, near_z = np.minimum(ty0, ty1), np.minimum(tz0, tz1)
-    near_yz = np.maximum(near_y, near_z)
-    far_yz = np.minimum(np.maximum(ty0, ty1), np.maximum(tz0, tz1))
-    enters_y = near_y >= near_z  # where the ray does not enter through an x face
-    face_x = _face_codes(0, -np.sign(rays.dx))  # W
-    face_yz = np.where(enters_y, _face_codes(1, -np.sign(rays.dy)), _face_codes(2, -np.sign(rays.dz)))  # N, H
+def _keep_nearest(buffers: _Buffers, pixel: np.ndarray, depth: np.ndarray, primitive: np.ndarray) -> np.ndarray:
+    """Write candidate hits (flat pixel, depth, primitive id) into the buffers; return the indices kept.
+
+    Each pixel keeps its nearest hit, and of equally near ones the lowest primitive id, the buffer's
+    included: the result is the same as drawing every primitive one by one in id order with a strict
+    depth test, whatever the order in which the candidates come.
+    """
+    buffer_depth, buffer_primitive = buffers.depth.reshape(-1), buffers.primitive.reshape(-1)  # views
+    primitive = primitive.astype(buffer_primitive.dtype)  # minimum.at is slow when it has to cast
+    current = buffer_depth[pixel]
+    kept = np.flatnonzero((depth < current) | ((depth == current) & (primitive < buffer_primitive[pixel])))
+    np.minimum.at(buffer_depth, pixel[kept], depth[kept])
+    kept = kept[depth[kept] == buffer_depth[pixel[kept]]]  # the nearest per pixel (several on a tie)
+    buffer_primitive[pixel[kept]] = np.iinfo(buffer_primitive.dtype).max
+    np.minimum.at(buffer_primitive, pixel[kept], primitive[kept])
+    return kept[primitive[kept] == buffer_primitive[pixel[kept]]]  # one per pixel
+
+
+@dataclass(frozen=True)
+class _Slabs:
+    """Ray parameters where the rays enter and leave each box's slabs, [N, W] in x and [N, H] in y-z,
+    and the face codes of the faces they enter through."""
+
+    near_x: np.ndarray
+    far_x: np.ndarray
+    near_yz: np.ndarray
+    far_yz: np.ndarray
+    face_x: np.ndarray  # W
+    face_yz: np.ndarray  # N, H
+    in_front: np.ndarray  # N: every ray enters the box's y-z slab ahead of the camera
+
+    @classmethod
+    def of(cls, boxes: np.ndarray, rays: Rays) -> _Slabs:
+        tx0, tx1 = boxes[:, 0:1] * rays.inv_dx, boxes[:, 3:4] * rays.inv_dx  # N, W
+        ty0, ty1 = boxes[:, 1:2] * rays.inv_dy, boxes[:, 4:5] * rays.inv_dy  # N, H
+        tz0, tz1 = boxes[:, 2:3] * rays.inv_dz, boxes[:, 5:6] * rays.inv_dz
+        near_y, near_z = np.minimum(ty0, ty1), np.minimum(tz0, tz1)
+        near_yz = np.maximum(near_y, near_z)
+        enters_y = near_y >= near_z  # where the ray does not enter through an x face
+        return cls(
+            near_x=np.minimum(tx0, tx1), far_x=np.maximum(tx0, tx1), near_yz=near_yz,
+            far_yz=np.minimum(np.maximum(ty0, ty1), np.maximum(tz0, tz1)),
+            face_x=_face_codes(0, -np.sign(rays.dx)),
+            face_yz=np.where(enters_y, _face_codes(1, -np.sign(rays.dy)), _face_codes(2, -np.sign(rays.dz))),
+            in_front=(near_yz > 0).all(axis=1),
+        )
+
+
+def _render_box_windows(buffers: _Buffers, slabs: _Slabs, windows: np.ndarray, first_id: int) -> None:
+    """Slab test box after box, each on its window: 2-D parameters from the 1-D ones of the rows and columns."""
     for index, (rows, cols) in _windows(windows):
-        row_near = near_yz[index, rows, None]  # rows, 1
-        col_near = near_x[index, None, cols]  # 1, cols
+        row_near = slabs.near_yz[index, rows, None]  # rows, 1
+        col_near = slabs.near_x[index, None, cols]  # 1, cols
         near = np.maximum(row_near, col_near)  # rows, cols
-        far = np.minimum(far_yz[index, rows, None], far_x[index, None, cols])
-        hit = (near < far) & (near > 0) & (near < buffers.depth[rows, cols])
-        if not hit.any():
-            continue
-        face = np.where(col_near >= row_near, face_x[None, cols], face_yz[index, rows, None])
+        bound = np.minimum(slabs.far_yz[index, rows, None], slabs.far_x[index, None, cols])  # where the ray leaves
+        np.minimum(bound, buffers.depth[rows, cols], out=bound)  # ... or meets a nearer hit
+        hit = near < bound
+        if not (slabs.in_front[index] or (col_near > 0).all()):  # entries behind the camera (inside the box)
+            hit &= near > 0
+        face = np.where(col_near >= row_near, slabs.face_x[None, cols], slabs.face_yz[index, rows, None])
         buffers.write_box((rows, cols), hit, near, first_id + index, face)
 
 
-def _render_cylinders(buffers: _Buffers, cylinders: np.ndarray, rays: Rays, windows: np.ndarray,
-                      first_id: int) -> None:
-    """Vertical cylinders: the nearer hit of |t (d_x, d_z) - (c_x, c_z)| = r within the height."""
-    for index, (rows, cols) in _windows(windows):
-        cx, cz, radius, y_top, y_bottom = cylinders[index]
-        dx, dy, dz = rays.dx[None, cols], rays.dy[rows, None], rays.dz[rows, None]
-        t, real = _nearer_root(dx * dx + dz * dz, dx * cx + dz * cz, cx * cx + cz * cz - radius * radius)
-        y = t * dy  # rows, cols
-        hit = real & (t > 0) & (y >= y_top) & (y <= y_bottom) & (t < buffers.depth[rows, cols])
-        if hit.any():
-            buffers.write((rows, cols), hit, t, first_id + index,
-                          (t * dx - cx) / radius, 0.0, (t * dz - cz) / radius)
+def _render_box_pixels(buffers: _Buffers, slabs: _Slabs, windows: np.ndarray, first_id: int) -> None:
+    """The same slab test on the pixels of all the windows at once (for small windows, where numpy's
+    per-call cost outweighs the work of a box-by-box loop)."""
+    index, rows, cols = _window_pixels(windows)
+    row_near, col_near = slabs.near_yz[index, rows], slabs.near_x[index, cols]
+    near = np.maximum(row_near, col_near)
+    hits = np.flatnonzero((near < np.minimum(slabs.far_yz[index, rows], slabs.far_x[index, cols])) & (near > 0))
+    pixel = rows[hits] * slabs.face_x.size + cols[hits]
+    hits = hits[_keep_nearest(buffers, pixel, near[hits], first_id + index[hits])]
+    index, rows, cols = index[hits], rows[hits], cols[hits]
+    enters_x = col_near[hits] >= row_near[hits]
+    buffers.face[rows, cols] = np.where(enters_x, slabs.face_x[cols], slabs.face_yz[index, rows])
 
 
-def _render_spheres(buffers: _Buffers, spheres: np.ndarray, rays: Rays, windows: np.ndarray, first_id: int) -> None:
-    """Spheres: the nearer hit of |t d - c| = r."""
-    for index, (rows, cols) in _windows(windows):
-        cx, cy, cz, radius = spheres[index]
-        dx, dy, dz = rays.dx[None, cols], rays.dy[rows, None], rays.dz[rows, None]
-        t, real = _nearer_root(dx * dx + (dy * dy + dz * dz), dx * cx + (dy * cy + dz * cz),
-                               cx * cx + cy * cy + cz * cz - radius * radius)
-        hit = real & (t > 0) & (t < buffers.depth[rows, cols])  # rows, cols
-        if hit.any():
-            buffers.write((rows, cols), hit, t, first_id + index,
-                          (t * dx - cx) / radius, (t * dy - cy) / radius, (t * dz - cz) / radius)
+def _render_boxes(buffers: _Buffers, boxes: np.ndarray, rays: Rays, windows: np.ndarray, first_id: int) -> None:
+    """Boxes: slab tests, box by box on large windows, all pixels at once on small ones."""
+    slabs = _Slabs.of(boxes, rays)
+    small = (windows[:, 1] - windows[:, 0]) * (windows[:, 3] - windows[:, 2]) <= _SMALL_WINDOW_PIXELS
+    _render_box_windows(buffers, slabs, np.where(small[:, None], 0, windows), first_id)
+    _render_box_pixels(buffers, slabs, np.where(small[:, None], windows, 0), first_id)
 
 
-def _cylinder_aabbs(cylinders: np.ndarray) -> np.ndarray:
-    cx, cz, radius, y_top, y_bottom = cylinders.T
-    return np.stack([cx - radius, y_top, cz - radius, cx + radius, y_bottom, cz + radius], axis=1)
+def _curved_table(scene: Scene) -> np.ndarray:
+    """Cylinders and spheres in one table [M + K, 7]: centre x, y, z, radius, y top, y bottom, is sphere.
+
+    A cylinder is a sphere-like quadric without its y terms (centre y 0, the y of the ray ignored),
+    cut to its height; a sphere is uncut (y from -inf to inf).
+    """
+    cylinders, spheres = scene.cylinders, scene.spheres
+    cylinder_rows = np.stack([cylinders[:, 0], np.zeros(len(cylinders)), *cylinders[:, 1:].T,
+                              np.zeros(len(cylinders))], axis=1)
+    sphere_rows = np.concatenate([spheres, np.tile([-np.inf, np.inf, 1.0], (len(spheres), 1))], axis=1)
+    return np.concatenate([cylinder_rows, sphere_rows])
 
 
-def _sphere_aabbs(spheres: np.ndarray) -> np.ndarray:
-    centre, radius = spheres[:, :3], spheres[:, 3:]
-    return np.concatenate([centre - radius, centre + radius], axis=1)
+def _curved_aabbs(curved: np.ndarray) -> np.ndarray:
+    """World AABBs [N, 6] of the `_curved_table` rows: x and z within the radius, y the height or radius."""
+    cx, cy, cz, radius, y_top, y_bottom, sphere = curved.T
+    y_low = np.where(sphere == 1, cy - radius, y_top)
+    y_high = np.where(sphere == 1, cy + radius, y_bottom)
+    return np.stack([cx - radius, y_low, cz - radius, cx + radius, y_high, cz + radius], axis=1)
+
+
+def _render_curved(buffers: _Buffers, curved: np.ndarray, rays: Rays, windows: np.ndarray, first_id: int) -> None:
+    """Cylinders and spheres in one pass over the pixels of all their windows.
+
+    The nearer root of |t d' - c| = r, where d' is the ray without its y for a cylinder (the distance
+    in x-z), kept within the cylinder's height; normal (t d' - c) / r.
+    """
+    cx, cy, cz, radius, y_top, y_bottom, sphere = curved.T
+    constant = cx * cx + cy * cy + cz * cz - radius * radius  # |c|^2 - r^2 per primitive
+    index, rows, cols = _window_pixels(windows)
+    cx, cy, cz, radius, y_top, y_bottom, sphere, constant = (column[index] for column in (
+        cx, cy, cz, radius, y_top, y_bottom, sphere, constant))
+    dx, dy, dz = rays.dx[cols], rays.dy[rows], rays.dz[rows]
+    dy_quadric = dy * sphere  # 0 for a cylinder
+    t, real = _nearer_root(dx * dx + (dy_quadric * dy_quadric + dz * dz), dx * cx + (dy_quadric * cy + dz * cz),
+                           constant)
+    y = t * dy
+    hits = np.flatnonzero(real & (t > 0) & (y >= y_top) & (y <= y_bottom))
+    pixel = rows[hits] * rays.dx.size + cols[hits]
+    kept = _keep_nearest(buffers, pixel, t[hits], first_id + index[hits])
+    hits, pixel = hits[kept], pixel[kept]
+    t, dx, dy, dz = t[hits], dx[hits], dy[hits], dz[hits]
+    cx, cy, cz, radius, sphere = cx[hits], cy[hits], cz[hits], radius[hits], sphere[hits]
+    buffers.normals.reshape(3, -1)[:, pixel] = np.stack([
+        (t * dx - cx) / radius, np.where(sphere == 1, (t * dy - cy) / radius, 0.0), (t * dz - cz) / radius,
+    ])
 
 
 def render_scene(scene: Scene) -> Render:
@@ -261,15 +343,12 @@ def render_scene(scene: Scene) -> Render:
     rays = camera_rays(camera)
     buffers = _Buffers((camera.height, camera.width))
     _render_ground(buffers, scene, rays)
-    first_box = _FIRST_PRIMITIVE
-    first_cylinder = first_box + len(scene.boxes)
-    first_sphere = first_cylinder + len(scene.cylinders)
-    _render_boxes(buffers, scene.boxes, rays, screen_windows(scene.boxes, camera), first_box)
+    curved = _curved_table(scene)
+    boxes = len(scene.boxes)
+    windows = screen_windows(np.concatenate([scene.boxes, _curved_aabbs(curved)]), camera)
+    _render_boxes(buffers, scene.boxes, rays, windows[:boxes], _FIRST_PRIMITIVE)
     buffers.face_normals()  # before the curved primitives write theirs
-    _render_cylinders(buffers, scene.cylinders, rays, screen_windows(_cylinder_aabbs(scene.cylinders), camera),
-                      first_cylinder)
-    _render_spheres(buffers, scene.spheres, rays, screen_windows(_sphere_aabbs(scene.spheres), camera),
-                    first_sphere)
+    _render_curved(buffers, curved, rays, windows[boxes:], _FIRST_PRIMITIVE + boxes)
     instances = np.concatenate([
         np.arange(_FIRST_PRIMITIVE, dtype=np.int32), scene.box_instances, scene.cylinder_instances,
         scene.sphere_instances,
@@ -277,5 +356,5 @@ def render_scene(scene: Scene) -> Render:
     instance = instances.take(buffers.primitive)
     return Render(
         camera=camera, depth=buffers.depth, primitive=buffers.primitive, instance=instance,
-        labels=scene.instance_labels.take(instance), normals_world=buffers.normals,
+        labels=scene.instance_labels.take(instance), normals_world=buffers.normals, rays=rays,
     )
