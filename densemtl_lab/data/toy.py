@@ -12,7 +12,8 @@ Camera: pinhole, f = 0.7 W (HFOV about 71 degrees), cx = W / 2, OpenCV frame (x 
 z forward), pitched about x. Every image is rendered directly at `size`, so K is exact there.
 
 Labels (`toy_render.py` ray-casts the primitives analytically):
-- `depth`: camera z-depth (not ray length), capped at 80 m, 0 on sky;
+- `depth`: camera z-depth (not ray length), 0 where unknown: on sky and beyond 80 m (the evaluation
+  range; a surface clamped to 80 m would read as a fronto-parallel wall there, at odds with its normal);
 - `normals`: analytic unit normals in the camera frame facing the camera, 0 on sky;
 - `edges`: 4-neighbour label changes (`geometry.edge_mask`, both sides, 2 px wide);
 - `semseg`: eight classes with Cityscapes train ids, so palettes and metrics are shared:
@@ -320,7 +321,7 @@ def _quantise(image: np.ndarray) -> np.ndarray:
 def render_toy_arrays(config: ToyConfig, index: int) -> dict[str, np.ndarray]:
     """Sample `index` of `config` as numpy arrays, as they are stored on disk.
 
-    image uint8 [3, H, W]; semseg uint8 [H, W]; depth float32 [H, W] (metres, capped, 0 on sky);
+    image uint8 [3, H, W]; semseg uint8 [H, W]; depth float32 [H, W] (metres, 0 on sky and beyond 80 m);
     normals float32 [3, H, W]; edges uint8 [H, W]; K float32 [3, 3].
     """
     rng = config.rng(index)
@@ -333,7 +334,7 @@ def render_toy_arrays(config: ToyConfig, index: int) -> dict[str, np.ndarray]:
     return {
         "image": _quantise(image),
         "semseg": render.labels,
-        "depth": np.where(render.sky, 0.0, np.minimum(render.depth, MAX_DEPTH_M)).astype(np.float32),
+        "depth": np.where(render.depth <= MAX_DEPTH_M, render.depth, 0.0).astype(np.float32),  # sky: inf
         "normals": render.normals(),
         "edges": edge_mask(render.labels).view(np.uint8),
         "K": scene.camera.intrinsics(),
