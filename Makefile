@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.densemtl-lab-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lab bench clean-venv
+.PHONY: setup run test browser lab bench clean-venv
 
 setup: $(STAMP)
 
@@ -20,14 +20,20 @@ $(STAMP): pyproject.toml constraints.txt
 run: setup
 	$(VENV)/bin/densemtl-lab run
 
-## The whole test suite (serially: two torch processes on 2 cores slow each other ~15x).
-test: setup
+## The whole test suite (serially: two torch processes on 2 cores slow each other ~15x). The browser
+## tests need Debian's Chromium: installed here when missing and this user may (root or sudo without a
+## password, apt-get); otherwise they skip, saying how to enable them.
+test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## JupyterLab on 127.0.0.1 with a fresh random token (--allow-root only when run as root).
+browser:
+	@bash tests/install_chromium.sh
+
+## JupyterLab on 127.0.0.1 with a fresh random token (--allow-root only when run as root). The token
+## goes through the environment (JUPYTER_TOKEN), which only this user can read; `ps` shows command lines.
 lab: setup
-	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --notebook-dir=notebooks \
-		--IdentityProvider.token=$$($(PY) -c 'import secrets; print(secrets.token_hex(24))') \
+	export JUPYTER_TOKEN=$$($(PY) -c 'import secrets; print(secrets.token_hex(24))'); \
+	exec $(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --notebook-dir=notebooks \
 		$$(if [ "$$(id -u)" = 0 ]; then echo --allow-root; fi)
 
 ## Benchmarks print JSON (run on demand, not in CI).

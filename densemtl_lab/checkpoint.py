@@ -31,6 +31,9 @@ FORMAT_VERSION = 1
 #: Keys every checkpoint holds.
 REQUIRED_KEYS = ("format", "step", "tasks", "config", "model")
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
+#: What torch's weights-only unpickler found, inside its longer message.
+_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_UNPICKLER_FINDING = re.compile(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", re.DOTALL)
 _SHOWN_KEYS = 8
 
 
@@ -49,6 +52,29 @@ class ModelMismatchError(CheckpointError):
                                      ("shape mismatches", mismatched)) if keys]
         super().__init__(f"{source} does not fit the model: {'; '.join(parts)}; build the model "
                          "with the checkpoint's config (model name, tasks, backbone, widths, classes)")
+
+
+def _load_error(source: Path, error: BaseException) -> CheckpointError:
+    """A one-line CheckpointError for a failed weights-only load.
+
+    torch's own message advises retrying with the unsafe loader; it is never quoted, only its finding.
+    """
+    message = str(error)
+    unsafe = _UNSAFE_GLOBAL.search(message)
+    if unsafe:
+        return CheckpointError(f"checkpoint {source} holds a Python object ({unsafe.group(1)}) that a "
+                               "weights-only load refuses, so densemtl-lab did not write it; pass a "
+                               "checkpoint from a densemtl-lab run")
+    finding = _UNPICKLER_FINDING.search(message)
+    reason = " ".join(finding.group(1).split()) if finding else _first_sentence(message)
+    return CheckpointError(f"checkpoint {source} is corrupt or truncated "
+                           f"({reason[:200] or type(error).__name__}); delete it and use an earlier checkpoint")
+
+
+def _first_sentence(message: str) -> str:
+    """The first sentence of an error message, or "" when it gives loading advice."""
+    sentence = re.split(r"(?<=\.)\s", " ".join(message.split()), maxsplit=1)[0].rstrip(".")
+    return "" if "weights_only" in sentence or "loaded" in sentence else sentence
 
 
 def _shorten(keys: list[str]) -> str:
@@ -73,9 +99,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = torch.load(source, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile,
             ValueError, KeyError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise CheckpointError(f"checkpoint {source} is corrupt or truncated ({reason}); delete it "
-                              "and use an earlier checkpoint") from None
+        raise _load_error(source, error) from None
     missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
         raise CheckpointError(f"{source} is not a densemtl-lab checkpoint (no {', '.join(missing)}); "
@@ -145,7 +169,9 @@ class CheckpointManager:
     """The checkpoints of one run: `step_XXXXXXX.pt` (the last `keep_last`) and `best.pt`.
 
     `best.pt` holds the model weights and metadata (no optimiser: it is for evaluation and
-    prediction); `best.json` records which step it is and its metric value.
+    prediction) and, under "best", which step it is and its metric value; `best.json` repeats that
+    record for people and scripts. The two are separate writes, so a kill between them can leave an old
+    `best.json` beside a new `best.pt`: opening the folder again rewrites `best.json` from `best.pt`.
     """
 
     def __init__(self, folder: str | Path, keep_last: int = 1, best_metric: str | None = None) -> None:
@@ -157,6 +183,7 @@ class CheckpointManager:
         self.direction = metric_direction(best_metric) if best_metric else 1
         for leftover in self.folder.glob(".*.tmp"):  # a write cut short by a kill
             leftover.unlink(missing_ok=True)
+        self._reconcile_best_record()
 
     @property
     def best_path(self) -> Path:
@@ -182,12 +209,28 @@ class CheckpointManager:
             old.unlink(missing_ok=True)
         return path
 
+    @property
+    def best_record_path(self) -> Path:
+        return self.folder / "best.json"
+
     def best_record(self) -> dict[str, Any] | None:
         """{"metric", "value", "step"} of the current best checkpoint, if any."""
-        record = self.folder / "best.json"
-        if not (record.is_file() and self.best_path.is_file()):
+        if not (self.best_record_path.is_file() and self.best_path.is_file()):
             return None
-        return json.loads(record.read_text())
+        return json.loads(self.best_record_path.read_text())
+
+    def _reconcile_best_record(self) -> None:
+        """Make `best.json` say what `best.pt` holds (`best.pt` is written first; see the class doc)."""
+        if not self.best_path.is_file():
+            return
+        # mmap reads the record without reading the weights; a damaged best.pt is left for its reader.
+        try:
+            record = torch.load(self.best_path, map_location="cpu", weights_only=True, mmap=True).get("best")
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError, AttributeError):
+            return
+        stored = json.loads(self.best_record_path.read_text()) if self.best_record_path.is_file() else None
+        if record is not None and stored != record:
+            write_json_atomic(self.best_record_path, record)
 
     def is_better(self, value: float) -> bool:
         """Whether `value` of the best metric beats the recorded best."""
@@ -197,8 +240,8 @@ class CheckpointManager:
         return record is None or record["value"] is None or (value - record["value"]) * self.direction > 0
 
     def save_best(self, state: Mapping[str, Any], value: float, step: int) -> Path:
-        """Write `best.pt` and its record."""
-        path = save_checkpoint(state, self.best_path)
-        write_json_atomic(self.folder / "best.json",
-                          {"metric": self.best_metric, "value": value, "step": step})
+        """Write `best.pt` (with its record inside), then `best.json`."""
+        record = {"metric": self.best_metric, "value": value, "step": step}
+        path = save_checkpoint({**state, "best": record}, self.best_path)
+        write_json_atomic(self.best_record_path, record)
         return path

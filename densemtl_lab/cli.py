@@ -100,9 +100,20 @@ def _run_train(args: argparse.Namespace) -> int:
         print(f"Interrupted at step {result.step}: checkpoint {result.last_checkpoint}; continue with "
               f"densemtl-lab train --run-dir {run_dir} --resume (and the same options).")
         return EXIT_INTERRUPTED
-    print(f"Trained {result.step} steps into {run_dir}.")
+    print(_training_summary(result, config.train.steps, run_dir))
     print(json.dumps(result.metrics, indent=2))
     return 0
+
+
+def _training_summary(result: Any, steps: int, run_dir: Path) -> str:
+    """What this call did: trained, or found the run already complete (perhaps beyond `steps`)."""
+    if result.step > steps:
+        return (f"Nothing trained: {run_dir} was already complete at step {result.step}, beyond the "
+                f"{steps} steps asked for (train.steps={steps}); its metrics are those of step {result.step}.")
+    if result.step == result.start_step:
+        return f"Nothing trained: {run_dir} was already complete at step {result.step}."
+    resumed = f" (resumed at step {result.start_step})" if result.start_step else ""
+    return f"Trained {result.step} steps into {run_dir}{resumed}."
 
 
 # --- eval ---------------------------------------------------------------------------------------------
@@ -153,7 +164,10 @@ def _add_predict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
     parser.add_argument("--out", type=Path, default=None,
-                        help="folder for the pictures (default: beside each input image)")
+                        help="folder for the pictures (default: beside each input image); each input "
+                             "gives <stem>_<task>.png")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace pictures that already exist (default: refuse before writing any)")
     parser.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
                         help="network input size (default: the training size)")
     parser.add_argument("--device", default="auto")
@@ -165,6 +179,8 @@ def _read_image(path: Path) -> Any:
     import torch
     from PIL import Image, UnidentifiedImageError
 
+    if path.is_dir():
+        raise IsADirectoryError(f"image {path} is a folder; pass its image files (e.g. {path}/*.png)")
     if not path.is_file():
         raise FileNotFoundError(f"image {path} does not exist")
     try:
@@ -196,9 +212,37 @@ def predict_image(model: Any, image: Any, size: tuple[int, int]) -> dict[str, An
     return predictions
 
 
+def prediction_paths(images: list[Path], tasks: list[str], out: Path | None,
+                     overwrite: bool) -> dict[Path, list[Path]]:
+    """Each input's output files, `<out or its folder>/<stem>_<task>.png`.
+
+    Refuses (ValueError) two inputs whose outputs would share a name, and, unless `overwrite`, outputs
+    that exist already: nothing is written over silently.
+    """
+    planned: dict[Path, list[Path]] = {}
+    writer_of: dict[Path, Path] = {}
+    for image in images:
+        folder = out if out is not None else image.parent
+        planned[image] = [folder / f"{image.stem}_{task}.png" for task in tasks]
+        for target in planned[image]:
+            if target in writer_of:
+                raise ValueError(f"images {writer_of[target]} and {image} would both write {target}; "
+                                 "predict them into separate --out folders")
+            writer_of[target] = image
+    existing = [target for target in writer_of if target.exists()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise FileExistsError(f"{existing[0]}{more} already exists; pass --overwrite to replace it or "
+                              "choose another --out folder")
+    return planned
+
+
 def _run_predict(args: argparse.Namespace) -> int:
+    import io
+
     from PIL import Image
 
+    from densemtl_lab.atomic import write_bytes_atomic
     from densemtl_lab.data.transforms import Resize
     from densemtl_lab.runtime import select_device
     from densemtl_lab.train import load_trained_model
@@ -210,12 +254,13 @@ def _run_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"--size {size[0]} {size[1]} must be divisible by 16")
     palette = state.get("classes", {}).get("palette")
     images = [(path, _read_image(path)) for path in args.images]  # all readable before writing any
+    planned = prediction_paths(args.images, list(model.tasks), args.out, args.overwrite)
     for path, image in images:
-        folder = args.out if args.out is not None else path.parent
-        folder.mkdir(parents=True, exist_ok=True)
-        for task, prediction in predict_image(model, image, size).items():
-            target = folder / f"{path.stem}_{task}.png"
-            Image.fromarray(colourise(task, prediction, palette)).save(target)
+        predictions = predict_image(model, image, size)
+        for task, target in zip(model.tasks, planned[path]):
+            picture = io.BytesIO()
+            Image.fromarray(colourise(task, predictions[task], palette)).save(picture, format="PNG")
+            write_bytes_atomic(target, picture.getvalue())
             print(target)
     return 0
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from densemtl_lab.atomic import write_json_atomic
+
 _PROC = Path("/proc")
 
 #: Lab settings that keep the page quiet and offline: no news toast, no update check, no extension manager
@@ -156,7 +158,8 @@ def start_lab(options: LabOptions) -> LabServer:
     token = secrets.token_hex(24)
     log_path = workdir / "server.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(_command(options.python, notebook_dir, port, token), env=environment,
+        process = subprocess.Popen(_command(options.python, notebook_dir, port),
+                                   env={**environment, "JUPYTER_TOKEN": token},
                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                    cwd=notebook_dir, start_new_session=True)
     server = LabServer(port, token, process, workdir, log_path)
@@ -201,10 +204,10 @@ def group_alive(group: int) -> bool:
     return True
 
 
-def _command(python: str, notebook_dir: Path, port: int, token: str) -> list[str]:
+def _command(python: str, notebook_dir: Path, port: int) -> list[str]:
+    """The server's command line; the token goes through JUPYTER_TOKEN, never here (`ps` shows argv)."""
     command = [python, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-               "--ServerApp.port_retries=0", f"--ServerApp.root_dir={notebook_dir}",
-               f"--IdentityProvider.token={token}"]
+               "--ServerApp.port_retries=0", f"--ServerApp.root_dir={notebook_dir}"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # as root, Jupyter refuses to start without it
         command.append("--allow-root")
     return command
@@ -230,8 +233,7 @@ def _write_settings(settings_dir: Path, settings: Mapping[str, Mapping[str, Any]
             raise LabStartError(f"settings key {plugin_id!r} is not a plugin id; use e.g. "
                                 f"'@jupyterlab/notebook-extension:tracker'")
         path = settings_dir / extension / f"{plugin}.jupyterlab-settings"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(dict(values), indent=2))
+        write_json_atomic(path, dict(values))
 
 
 def _check_kernels(kernels: tuple[str, ...], python: str, environment: Mapping[str, str]) -> None:

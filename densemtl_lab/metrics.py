@@ -39,7 +39,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +49,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from densemtl_lab.atomic import write_json_atomic
 from densemtl_lab.losses import LabelError, PredictionError, check_label, check_prediction, resize_to_label
 from densemtl_lab.tasks import (
     IGNORE_INDEX, MAX_DEPTH_M, MIN_DEPTH_M, TASKS, decode_depth, parse_tasks,
@@ -567,20 +567,7 @@ def save_baseline(
     entry = {"metric": main, "value": float(metrics[main])}
     entry.update({key: provenance[key] for key in _PROVENANCE_KEYS})
     data.setdefault("settings", {}).setdefault(setting, {})[task] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(data, file, indent=2)
-            file.write("\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_json_atomic(path, data)
 
 
 def delta_m_per_task(

@@ -16,6 +16,8 @@ from typing import Iterable
 
 import nbformat
 
+from densemtl_lab.atomic import write_text_atomic
+
 CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
 _KEPT_MIME = ("text/plain",)
 
@@ -86,7 +88,8 @@ def refresh(paths: Iterable[Path], timeout: int = 600) -> None:
                 notebook = nbformat.read(path, as_version=4)
                 NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                                resources={"metadata": {"path": str(path.parent)}}).execute()
-                nbformat.write(strip_notebook(notebook), path)
+                text = nbformat.writes(strip_notebook(notebook))
+                write_text_atomic(path, text if text.endswith("\n") else text + "\n")
                 print(f"refreshed {path}")
         finally:
             for key, value in saved.items():

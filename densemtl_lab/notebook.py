@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from densemtl_lab.atomic import write_json_atomic, write_text_atomic
+from densemtl_lab.atomic import atomic_path, write_json_atomic, write_text_atomic
 from densemtl_lab.config import ConfigError, ExperimentConfig, get_profile
 from densemtl_lab.data.build import build_dataset
 from densemtl_lab.metrics import load_baselines, save_baseline
@@ -184,7 +184,8 @@ class Lab:
         """Save a matplotlib figure (PNG) or a plotly figure (HTML fragment) for the batch report."""
         if hasattr(figure, "savefig"):
             path = self.figures / f"{name}.png"
-            figure.savefig(path, dpi=90, bbox_inches="tight")
+            with atomic_path(path) as temporary:
+                figure.savefig(temporary, format="png", dpi=90, bbox_inches="tight")
             return path
         html = figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{name}")
         return write_text_atomic(self.figures / f"{name}.plotly.html", html)

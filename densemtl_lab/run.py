@@ -53,7 +53,11 @@ def discover_notebooks(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise RunnerError(f"notebook folder {folder} does not exist; run from the repository root "
                           "or pass --notebooks PATH")
-    return sorted(path for path in folder.iterdir() if NOTEBOOK_PATTERN.match(path.name))
+    notebooks = sorted(path for path in folder.iterdir() if NOTEBOOK_PATTERN.match(path.name))
+    if not notebooks:
+        raise RunnerError(f"notebook folder {folder} holds no numbered notebooks (NN_name.ipynb); pass "
+                          "--notebooks with the lessons' folder")
+    return notebooks
 
 
 def select_notebooks(notebooks: list[Path], only: str | None) -> list[Path]:
@@ -175,9 +179,6 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     get_profile(args.profile)  # an unknown profile stops here, before anything is created
     notebooks = select_notebooks(discover_notebooks(args.notebooks), args.only)
-    if not notebooks:
-        print(f"No numbered notebooks (NN_name.ipynb) in {args.notebooks} yet: nothing to run.")
-        return 0
     run_dir = new_run_folder(args.runs, f"suite-{args.profile}").resolve()
     parameters = {"PROFILE": args.profile, "SEED": args.seed, "DEVICE": args.device,
                   "DATA_ROOT": args.data_root, "OUTPUT_DIR": str(run_dir / "outputs")}

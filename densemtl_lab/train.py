@@ -116,6 +116,7 @@ class TrainResult:
     last_checkpoint: Path | None
     best_checkpoint: Path | None
     interrupted: bool = False
+    start_step: int = 0  # where this fit() began: a resumed run's step, else 0
 
 
 def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -395,7 +396,7 @@ class Trainer:
                                              self.config.best_metric)
         latest = self.checkpoints.latest()
         if resume and latest is not None:
-            self.load_state_dict(load_checkpoint(latest, map_location=self.device))
+            self.load_state_dict(load_checkpoint(latest, map_location=self.device), source=f"checkpoint {latest}")
 
     def _wrap_for_processes(self, model: nn.Module) -> nn.Module:
         """DistributedDataParallel around `model` when several processes train, else `model`."""
@@ -431,9 +432,9 @@ class Trainer:
                 "history": self.history.to_dict(),
                 "adaptation": None if self.adaptation is None else self.adaptation.state_dict()}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue from a `state_dict()` (the model is loaded strictly)."""
-        load_model_state(self.model, state["model"])
+    def load_state_dict(self, state: Mapping[str, Any], source: str = "checkpoint") -> None:
+        """Continue from a `state_dict()` (the model is loaded strictly; errors name `source`)."""
+        load_model_state(self.model, state["model"], source=source)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -555,6 +556,7 @@ class Trainer:
             raise ValueError(f"until={until} must lie between 1 and train.steps={settings.steps}")
         self.model.train()
         interrupted = False
+        start_step = self.step
         bar = tqdm(total=settings.steps, initial=self.step, unit="step", dynamic_ncols=True,
                    desc=f"{self.config.model.name} {self.config.model.tasks}",
                    disable=settings.quiet or not self.context.is_main)
@@ -579,9 +581,9 @@ class Trainer:
                 if stopping:
                     interrupted = not last
                     break
-        return self._finish(interrupted)
+        return self._finish(interrupted, start_step)
 
-    def _finish(self, interrupted: bool) -> TrainResult:
+    def _finish(self, interrupted: bool, start_step: int) -> TrainResult:
         distributed.broadcast_buffers(self.model, self.context)
         last = best = None
         if self.checkpoints is not None:
@@ -593,7 +595,7 @@ class Trainer:
                                   {"step": self.step, "metrics": self.metrics, "interrupted": interrupted,
                                    "best": self.checkpoints.best_record()})
         return TrainResult(self.model, self.history, self.metrics, self.step, self.run_dir, last, best,
-                           interrupted)
+                           interrupted, start_step)
 
 
 def train(config: ExperimentConfig, run_dir: str | Path | None = None, *, resume: bool = False,

@@ -4,7 +4,8 @@ Debian's Chromium (`apt-get install -y chromium`) is driven by playwright (PyPI,
 the system browser as its executable: nothing is downloaded at run time. The server runs the kernels in
 the smoke profile with a throw-away OUTPUT_DIR, and widgets on (a real front end draws them). Screenshots
 of what a learner sees land in test-artifacts/browser/; on a failure, a screenshot and the server log too.
-Deselect with `-m "not browser"` where no Chromium is installed.
+`make test` installs Chromium when it may (tests/install_chromium.sh); without one, these tests skip
+with a reason that says how to enable them.
 """
 
 from __future__ import annotations
@@ -41,10 +42,14 @@ QUERY_SLIDER = "query x"  # the attention explorer's slider that the test moves
 #: The kernel's environment: smoke profile on the CPU, widgets drawn by JupyterLab, inline figures.
 KERNEL_VARIABLES = {"DENSEMTL_PROFILE": "smoke", "DENSEMTL_DEVICE": "cpu", "DENSEMTL_SEED": "0",
                     "DENSEMTL_DATA_ROOT": ""}
-UNSET_FOR_KERNEL = ("DENSEMTL_WIDGETS", "MPLBACKEND")  # conftest.py and .ci/run set these for headless runs
+UNSET_FOR_KERNEL = ("DENSEMTL_WIDGETS", "MPLBACKEND")  # conftest.py sets these for headless runs
 #: Every cell attached to the page: JupyterLab's default skips drawing cells off screen, and their
 #: guessed heights make a scrolled-to figure jump away when the cells above it are drawn.
 LAB_SETTINGS = {"@jupyterlab/notebook-extension:tracker": {"windowingMode": "none"}}
+
+if not Path(CHROMIUM).is_file():
+    pytest.skip(f"no Chromium at {CHROMIUM}: install it (`sudo apt-get install chromium`, or run `make test` "
+                f"as root) or set DENSEMTL_CHROMIUM to a Chromium binary", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +92,6 @@ def lab_server(notebook_copy, kernel_outputs, tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser_context(tmp_path_factory):
     """Debian's Chromium, headless, with a fresh profile folder."""
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"no Chromium at {CHROMIUM}; install it (`apt-get install -y chromium`), set "
-                    f"DENSEMTL_CHROMIUM to its path, or deselect these tests with -m 'not browser'")
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             tmp_path_factory.mktemp("chromium-profile"), executable_path=CHROMIUM, headless=True,

@@ -45,14 +45,23 @@ def test_corrupt_or_truncated_files_raise_one_line_naming_the_file(tmp_path, dam
                       "empty": b""}[damage])
     with pytest.raises(CheckpointError, match=f"checkpoint {path} is corrupt or truncated") as caught:
         load_checkpoint(path)
-    assert "\n" not in str(caught.value)
+    _assert_safe_one_line(str(caught.value))
+
+
+def _assert_safe_one_line(message: str) -> None:
+    """One plain line that never passes on torch's advice to retry with the unsafe loader."""
+    assert "\n" not in message and "\x1b" not in message
+    for advice in ("weights_only", "still be loaded", "trust", "allowlist", "safe_globals"):
+        assert advice not in message, message
 
 
 def test_objects_other_than_tensors_are_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({**_state(), "payload": random.Random(0)}, path)  # needs a pickled class to load
-    with pytest.raises(CheckpointError, match="evil.pt is corrupt or truncated"):
+    with pytest.raises(CheckpointError, match=r"evil.pt holds a Python object \(random.Random\) that a "
+                                              r"weights-only load refuses.*from a densemtl-lab run") as caught:
         load_checkpoint(path)
+    _assert_safe_one_line(str(caught.value))
 
 
 def test_missing_and_foreign_files(tmp_path):
@@ -135,3 +144,22 @@ def test_manager_keeps_the_best_by_the_metric_direction(tmp_path, metric, values
     assert record["value"] == best and record["metric"] == metric
     assert load_checkpoint(manager.best_path)["step"] == record["step"] == values.index(best) + 1
     assert json.loads((tmp_path / "best.json").read_text()) == record
+
+
+def test_best_json_is_rewritten_from_best_pt_after_a_kill_between_the_two_writes(tmp_path, monkeypatch):
+    from densemtl_lab import checkpoint
+
+    manager = CheckpointManager(tmp_path, best_metric="semseg/mIoU")
+    manager.save_best(_state(step=2), 40.0, 2)
+    monkeypatch.setattr(checkpoint, "write_json_atomic", _killed)
+    with pytest.raises(KeyboardInterrupt):
+        manager.save_best(_state(step=4), 55.0, 4)  # best.pt written, best.json not yet
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "best.json").read_text())["step"] == 2  # the two disagree on disk
+    reopened = CheckpointManager(tmp_path, best_metric="semseg/mIoU")  # as a resumed run opens it
+    assert reopened.best_record() == {"metric": "semseg/mIoU", "value": 55.0, "step": 4}
+    assert load_checkpoint(tmp_path / "best.pt")["step"] == 4
+
+
+def _killed(*_: object) -> None:
+    raise KeyboardInterrupt

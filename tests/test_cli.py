@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -122,15 +123,63 @@ def test_predict_writes_a_picture_per_task_beside_inputs_or_into_a_folder(traine
     assert (tmp_path / "a_depth.png").is_file()
 
 
-def test_predict_names_a_missing_image(trained, tmp_path, capsys):
+def test_predict_names_a_missing_image_and_a_folder(trained, tmp_path, capsys):
     assert main(["predict", str(trained / "checkpoints" / "best.pt"), str(tmp_path / "none.png")]) == 2
     assert f"image {tmp_path / 'none.png'} does not exist" in _one_line_error(capsys)
+    assert main(["predict", str(trained / "checkpoints" / "best.pt"), str(tmp_path)]) == 2
+    assert f"image {tmp_path} is a folder; pass its image files (e.g. {tmp_path}/*.png)" in _one_line_error(capsys)
+
+
+def _random_picture(path, seed: int):
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (32, 64, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_predict_refuses_inputs_whose_outputs_collide_and_writes_nothing(trained, tmp_path, capsys):
+    first = _random_picture((tmp_path / "a").mkdir() or tmp_path / "a" / "x.png", 0)
+    second = _random_picture((tmp_path / "b").mkdir() or tmp_path / "b" / "x.png", 1)
+    out = tmp_path / "same"
+    assert main(["predict", str(trained / "checkpoints" / "best.pt"), str(first), str(second),
+                 "--out", str(out)]) == 2
+    assert f"images {first} and {second} would both write {out / 'x_semseg.png'}" in _one_line_error(capsys)
+    assert not out.exists() or not any(out.iterdir())
+    assert main(["predict", str(trained / "checkpoints" / "best.pt"), str(first), str(second)]) == 0  # beside each
+
+
+def test_predict_never_overwrites_silently(trained, tmp_path, capsys):
+    image = _random_picture(tmp_path / "x.png", 0)
+    checkpoint = str(trained / "checkpoints" / "best.pt")
+    assert main(["predict", checkpoint, str(image)]) == 0
+    written = {path: path.read_bytes() for path in tmp_path.glob("x_*.png")}
+    assert len(written) == 4
+    (tmp_path / "x_depth.png").write_bytes(b"mine")
+    _random_picture(image, 1)
+    assert main(["predict", checkpoint, str(image)]) == 2
+    assert "already exists; pass --overwrite" in _one_line_error(capsys)
+    assert (tmp_path / "x_depth.png").read_bytes() == b"mine"
+    assert main(["predict", checkpoint, str(image), "--overwrite"]) == 0
+    assert Image.open(tmp_path / "x_depth.png").size == (64, 32)  # a picture again, not b"mine"
+    assert not list(tmp_path.glob(".*.tmp"))  # written through the atomic writer
+
+
+def test_resuming_a_run_with_fewer_steps_says_it_was_already_complete(trained, tmp_path, capsys):
+    run_dir = shutil.copytree(trained, tmp_path / "run")  # a finished 1-step run
+    args = ["train", "--run-dir", str(run_dir), *SMOKE_ARGS, "--tasks", "SDNE", "--resume"]
+    capsys.readouterr()
+    assert main([*args, "--steps", "1"]) == 0
+    assert f"Nothing trained: {run_dir} was already complete at step 1." in capsys.readouterr().out
+    assert main([*args, "--steps", "3"]) == 0
+    assert f"Trained 3 steps into {run_dir} (resumed at step 1)." in capsys.readouterr().out
+    assert main([*args, "--steps", "2"]) == 0
+    assert (f"Nothing trained: {run_dir} was already complete at step 3, beyond the 2 steps asked for "
+            "(train.steps=2)") in capsys.readouterr().out
 
 
 def test_run_is_wired_to_the_batch_runner(tmp_path, capsys):
     (tmp_path / "notebooks").mkdir()
-    assert main(["run", "--notebooks", str(tmp_path / "notebooks"), "--runs", str(tmp_path / "runs")]) == 0
-    assert "No numbered notebooks" in capsys.readouterr().out
+    assert main(["run", "--notebooks", str(tmp_path / "notebooks"), "--runs", str(tmp_path / "runs")]) == 2
+    assert "holds no numbered notebooks (NN_name.ipynb)" in _one_line_error(capsys)
+    assert not (tmp_path / "runs").exists()
     assert main(["run", "--profile", "nope", "--notebooks", str(tmp_path / "notebooks")]) == 2
     assert "unknown profile 'nope'" in _one_line_error(capsys)
 

@@ -60,3 +60,19 @@ def test_refresh_executes_and_keeps_only_checked_outputs(tmp_path):
     cells = nbformat.read(path, as_version=4).cells
     assert [output["text"] for output in cells[1].outputs] == ["6\n"]
     assert cells[2].outputs == [] and cells[2].execution_count is None
+
+
+def test_refresh_replaces_a_notebook_whole_or_not_at_all(tmp_path, monkeypatch):
+    from densemtl_lab import atomic
+
+    path = tmp_path / "03_d.ipynb"
+    write_notebook(path, stored_output=True)
+    before = path.read_bytes()
+    monkeypatch.setattr("nbclient.NotebookClient.execute", lambda self: self.nb)
+    monkeypatch.setattr(atomic.os, "replace", _interrupt)  # killed as the new notebook is put in place
+    assert cli.main(["notebooks", "refresh", str(path)]) == cli.EXIT_INTERRUPTED
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["03_d.ipynb"]
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt

@@ -63,6 +63,8 @@ def test_server_answers_with_its_token_uses_quiet_settings_and_stops_completely(
         assert server.notebook_url("a b.ipynb") == f"{server.url}/lab/tree/a%20b.ipynb?token={server.token}"
         assert server.notebook_url("x.ipynb", fresh_workspace=True).endswith(f"x.ipynb?reset&token={server.token}")
         assert "--allow-root" in server.process.args or labserver.os.geteuid() != 0
+        command_line = Path(f"/proc/{server.process.pid}/cmdline").read_bytes().decode()
+        assert server.token not in command_line  # any local user could read it with `ps`
         running = server.processes()
     assert server.process.returncode is not None
     assert not group_alive(server.process_group)
@@ -135,7 +137,6 @@ def test_stop_kills_a_server_that_ignores_sigterm_and_the_kernels_it_started(tmp
 @pytest.mark.parametrize("uid, allowed", [(0, True), (1000, False)])
 def test_allow_root_only_as_root(uid, allowed, monkeypatch):
     monkeypatch.setattr(labserver.os, "geteuid", lambda: uid)
-    command = labserver._command("python", Path("/nb"), 8123, "abc")
+    command = labserver._command("python", Path("/nb"), 8123)
     assert ("--allow-root" in command) == allowed
-    assert {"--ip=127.0.0.1", "--port=8123", "--ServerApp.port_retries=0", "--IdentityProvider.token=abc",
-            "--no-browser"} <= set(command)
+    assert {"--ip=127.0.0.1", "--port=8123", "--ServerApp.port_retries=0", "--no-browser"} <= set(command)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,10 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from densemtl_lab.checkpoint import load_checkpoint
+from densemtl_lab.checkpoint import ModelMismatchError, load_checkpoint
 from densemtl_lab.cli import main
 from densemtl_lab.config import get_profile, override
 from densemtl_lab.metrics import MissingBaselineError, delta_m, load_baselines, save_baseline
+from densemtl_lab.models import build_model
 from densemtl_lab.train import (
     History, NonFiniteLossError, RunDirError, Trainer, autocast_dtype, build_optimizer, default_run_dir,
     flatten_metrics, load_trained_model, prepare_run_dir, to_device, train,
@@ -133,6 +135,16 @@ def test_resuming_a_finished_run_trains_no_more(smoke_run):
     assert again.step == 4
     resumed = again.fit()
     assert resumed.metrics == result.metrics and len(resumed.history.steps) == 4
+
+
+def test_resuming_with_a_checkpoint_that_does_not_fit_names_the_file(smoke_run, tmp_path):
+    config, run_dir, _ = smoke_run
+    copy = shutil.copytree(run_dir, tmp_path / "run")
+    other = build_model("mtl", config.model.task_names, num_classes=8, backbone=config.model.backbone,
+                        weights=None)
+    with pytest.raises(ModelMismatchError, match=f"^checkpoint {copy / 'checkpoints' / 'step_0000004.pt'} "
+                                                 "does not fit the model: unexpected keys"):
+        Trainer(config, copy, resume=True, model=other)
 
 
 def test_a_run_paused_with_until_and_resumed_matches_the_straight_run(smoke_run, tmp_path):

@@ -12,7 +12,7 @@ and array, named "<index:06d>/<array>" (index = the global sample index):
 
     image    uint8   [3, H, W]   RGB; the renderer already quantises images to 8 bits
     semseg   uint8   [H, W]      Cityscapes train ids
-    depth    float32 [H, W]      metric z-depth, capped at 80 m, 0 on sky
+    depth    float32 [H, W]      metric z-depth, 0 on sky and beyond 80 m
     normals  float32 [3, H, W]   unit normals in the camera frame, 0 on sky
     edges    uint8   [H, W]      0 or 1
     K        float32 [3, 3]      intrinsics at H x W
@@ -21,7 +21,7 @@ Nothing is quantised on the way to disk, so a sample read back is byte-identical
 one. About 90 KB per 128x256 sample (2,000 samples: about 180 MB).
 
 Writing (`write_toy_dataset`): the manifest is written first with "complete": false. Each shard is
-written to a hidden temp file (".shard-00000.npz.tmp") beside its final name and renamed into place,
+written to a hidden temp file (".shard-00000.npz.<random>.tmp") beside its final name and renamed into place,
 so a shard file is either whole or absent. Running again with the same settings resumes: finished
 shards are kept, temp files left by an interrupted run are deleted, and only the missing shards
 are rendered; the manifest then says "complete": true. Any other non-empty folder (including a
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import tempfile
 import time
 import zipfile
@@ -46,10 +45,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from densemtl_lab.atomic import atomic_path, write_text_atomic
 from densemtl_lab.runtime import tune_cpu_allocator
 
 FORMAT = "densemtl-lab-toy"
-VERSION = 1
+VERSION = 2  # 2: depth beyond 80 m is 0 (unknown), no longer clamped to 80 m
 MANIFEST = "manifest.json"
 ARRAY_KEYS: tuple[str, ...] = ("image", "semseg", "depth", "normals", "edges", "K")
 
@@ -84,13 +84,9 @@ def shard_name(shard: int) -> str:
     return f"shard-{shard:05d}.npz"
 
 
-def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
-
-
 def _dataset_files(root: Path) -> list[Path]:
     """The files of a toy dataset in `root`: manifest, shards and temp files."""
-    patterns = (MANIFEST, "shard-*.npz", ".shard-*.npz.tmp", f".{MANIFEST}.tmp")
+    patterns = (MANIFEST, "shard-*.npz", ".shard-*.tmp", f".{MANIFEST}.*tmp")
     return sorted({path for pattern in patterns for path in root.glob(pattern)})
 
 
@@ -99,31 +95,18 @@ def _remove_temp_files(root: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Run `write(temp_path)`, then rename the temp file to `path`; never leave a partial file."""
-    temp = _temp_path(path)
-    try:
-        write(temp)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
 def write_shard(path: Path, samples: Iterable[tuple[int, dict[str, np.ndarray]]]) -> None:
     """Write (index, arrays) pairs as one shard archive at `path`, atomically."""
-    def write(temp: Path) -> None:
-        with zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-            for index, arrays in samples:
-                for key in ARRAY_KEYS:
-                    with archive.open(f"{index:06d}/{key}.npy", "w", force_zip64=True) as member:
-                        np.lib.format.write_array(member, np.ascontiguousarray(arrays[key]), allow_pickle=False)
-
-    _write_atomically(path, write)
+    with atomic_path(path) as temporary, zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED,
+                                                           compresslevel=1) as archive:
+        for index, arrays in samples:
+            for key in ARRAY_KEYS:
+                with archive.open(f"{index:06d}/{key}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.ascontiguousarray(arrays[key]), allow_pickle=False)
 
 
 def _write_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    _write_atomically(root / MANIFEST, lambda temp: temp.write_text(json.dumps(manifest, indent=2)))
+    write_text_atomic(root / MANIFEST, json.dumps(manifest, indent=2))
 
 
 def _read_manifest(root: Path) -> dict[str, Any] | None:
