@@ -3,6 +3,7 @@
     densemtl-lab train --profile quick --model densemtl --tasks SDN [-p train.steps=500 ...]
     densemtl-lab train --tasks SD --adapt adversarial --target toy   (domain adaptation, densemtl_lab.uda)
     densemtl-lab eval CHECKPOINT [--split val] [--out FILE]
+    densemtl-lab diagnose CHECKPOINT [--out FILE]    (alpha, attention entropy, ablation costs)
     densemtl-lab predict CHECKPOINT IMAGE... [--out DIR]
     densemtl-lab run [--profile quick] [--only 03,04]      (the notebook batch runner)
     densemtl-lab profiles
@@ -154,6 +155,37 @@ def _run_eval(args: argparse.Namespace) -> int:
     write_json_atomic(out, {"checkpoint": str(args.checkpoint), "split": args.split, "images": len(dataset),
                             "reference_quirks": args.reference_quirks, "metrics": metrics})
     print(json.dumps(metrics, indent=2))
+    print(f"Wrote {out}")
+    return 0
+
+
+# --- diagnose -----------------------------------------------------------------------------------------
+
+def _add_diagnose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path, help="a DenseMTL checkpoint (best.pt or step_*.pt)")
+    parser.add_argument("--split", default="val", help="dataset split to measure on (default val)")
+    parser.add_argument("--images", type=int, default=16, help="images for the attention entropy (default 16)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON file (default: beside the checkpoint, <name>.diagnostics.json)")
+    _add_common(parser)
+
+
+def _run_diagnose(args: argparse.Namespace) -> int:
+    from densemtl_lab.atomic import write_json_atomic
+    from densemtl_lab.data.build import build_dataset
+    from densemtl_lab.diagnostics import diagnose
+    from densemtl_lab.distributed import ProcessContext, process_device
+    from densemtl_lab.train import load_trained_model
+
+    model, config, _ = load_trained_model(args.checkpoint)
+    config = _evaluation_config(config, args)
+    device = process_device(ProcessContext(), config.train.device)
+    target = "target" if config.data.target_dataset else None
+    dataset = build_dataset(config.data, args.split, target, config.model.task_names)
+    report = diagnose(model.to(device), dataset, config, device, entropy_images=args.images)
+    out = args.out if args.out is not None else args.checkpoint.with_suffix(".diagnostics.json")
+    write_json_atomic(out, {"checkpoint": str(args.checkpoint), "split": args.split, **report})
+    print(json.dumps({key: report[key] for key in ("alpha", "entropy", "main_metric_change")}, indent=2))
     print(f"Wrote {out}")
     return 0
 
@@ -340,6 +372,8 @@ class Command(NamedTuple):
 COMMANDS: dict[str, Command] = {
     "train": Command("train a model (one run folder per run)", _add_train, _run_train),
     "eval": Command("evaluate a checkpoint and write its metrics JSON", _add_eval, _run_eval),
+    "diagnose": Command("is a DenseMTL's exchange used? alpha, attention entropy, ablation costs",
+                        _add_diagnose, _run_diagnose),
     "predict": Command("colourised predictions of a checkpoint for image files", _add_predict, _run_predict),
     "run": Command("run the lesson notebooks headless and write a report", _add_run, _run_run),
     "profiles": Command("list the named profiles (or print one)", _add_profiles, _run_profiles),

@@ -163,6 +163,9 @@ class OptimConfig:
     clip_grad_norm: float | None = 10.0  # None: no clipping (the adaptation trainer's setting)
     scheduler_step: int | None = None    # StepLR period in iterations (None: constant LR)
     scheduler_gamma: float = 0.1         # StepLR factor
+    # Lesson-only deviation (docs/faithfulness.md): the correlation branches' alpha learn at this rate
+    # (None: optim.lr, as the reference). Zero-initialised, alpha opens too slowly for short CPU runs.
+    alpha_lr: float | None = None
 
     def __post_init__(self) -> None:
         _check(self.name in ("adam", "sgd"), f"optim.name={self.name!r} must be 'adam' or 'sgd'")
@@ -174,6 +177,8 @@ class OptimConfig:
                f"optim.scheduler_step={self.scheduler_step} must be >= 1 or null")
         _check(0.0 < self.scheduler_gamma <= 1.0,
                f"optim.scheduler_gamma={self.scheduler_gamma} must lie in (0, 1]")
+        _check(self.alpha_lr is None or self.alpha_lr > 0,
+               f"optim.alpha_lr={self.alpha_lr} must be > 0 or null (null: optim.lr)")
 
 
 @dataclass(frozen=True)
@@ -194,7 +199,7 @@ class TrainConfig:
     baselines_file: str | None = None    # the baselines file for delta_m (None: the packaged one)
     seed: int = 0
     device: str = "auto"                 # auto (CUDA, else MPS, else CPU) | cpu | cuda | cuda:1 | mps
-    amp: str = "auto"                    # auto (bf16, else fp16, on CUDA; off elsewhere) | off | bf16 | fp16
+    amp: str = "auto"                    # auto (CUDA: bf16, else fp16; CPU: bf16 if native) | off | bf16 | fp16
     # channels_last pays for larger inputs (environment.md: +28 % at 128x256, and on GPUs); at the toy
     # sizes the tiny dilated layer3/4 and ASPP convolutions re-lay their weights out on every call and
     # a training step was slower with it here (1 thread: smoke 0.28 vs 0.19 s, quick 1.65 vs 1.45 s).

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from densemtl_lab.data.geometry import unit_channels
 from densemtl_lab.tasks import (
     IGNORE_INDEX, MAX_DEPTH_M, MIN_DEPTH_M, TASKS, encode_depth, parse_tasks,
 )
@@ -165,7 +166,7 @@ def depth_loss(pred: torch.Tensor, depth_m: torch.Tensor, kind: str = "berhu") -
 def normals_loss(pred: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
     """Mean 1 - cos(pred, label) over valid pixels (label not all zero), both L2-normalised (§4)."""
     pred = _prepare("normals", pred, normals)
-    cosine = (F.normalize(pred, dim=1) * F.normalize(normals.float(), dim=1)).sum(dim=1)  # B, H, W
+    cosine = (unit_channels(pred) * unit_channels(normals.float())).sum(dim=1)  # B, H, W
     return _masked_mean(1.0 - cosine, normals.ne(0).any(dim=1))
 
 

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from densemtl_lab.atomic import write_json_atomic
+from densemtl_lab.data.geometry import unit_channels
 from densemtl_lab.losses import LabelError, PredictionError, check_label, check_prediction, resize_to_label
 from densemtl_lab.tasks import (
     IGNORE_INDEX, MAX_DEPTH_M, MIN_DEPTH_M, TASKS, decode_depth, parse_tasks,
@@ -257,6 +258,11 @@ def _within_key(threshold: float) -> str:
     return f"within_{threshold:g}"
 
 
+def _channel_length(vectors: torch.Tensor) -> torch.Tensor:
+    """|v| over dim 1 ([B, C, H, W] -> [B, H, W]); `norm(dim=1)` takes a slow strided path on the CPU."""
+    return (vectors * vectors).sum(dim=1).sqrt()
+
+
 class NormalsMeter(Meter):
     """Angular error statistics of surface normals in degrees."""
 
@@ -279,13 +285,13 @@ class NormalsMeter(Meter):
 
     def _angles(self, pred: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-pixel angles [B, ...] in degrees and their validity mask."""
-        gt = F.normalize(label.float(), dim=1)
+        gt = unit_channels(label.float())
         if self.reference_quirks:
             # Reference: no prediction normalisation, no mask, norms over dim 1 of one [3, H, W] image.
             angles = 2 * torch.atan2((pred - gt).norm(dim=2), (pred + gt).norm(dim=2))  # B, 3, W
             return torch.rad2deg(angles), torch.ones_like(angles, dtype=torch.bool)
-        pred = F.normalize(pred, dim=1)
-        angles = 2 * torch.atan2((pred - gt).norm(dim=1), (pred + gt).norm(dim=1))  # B, H, W
+        pred = unit_channels(pred)
+        angles = 2 * torch.atan2(_channel_length(pred - gt), _channel_length(pred + gt))  # B, H, W
         return torch.rad2deg(angles), label.ne(0).any(dim=1)
 
     def _batch_stats(self, pred: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:

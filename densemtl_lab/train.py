@@ -133,12 +133,25 @@ def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 # --- devices, precision, optimiser ------------------------------------------------------------------
 
 def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `train.amp` on `device` (None: full precision)."""
-    if setting == "off" or (setting == "auto" and device.type != "cuda"):
-        return None
+    """The autocast dtype for `train.amp` on `device` (None: full precision).
+
+    `auto`: on CUDA bf16 where supported, else fp16; on a CPU bf16 where it has native bf16 matrix
+    instructions (AMX or AVX512-BF16: 1.2x the fp32 step of the quick profile's DenseMTL, 1.5x at
+    128x256, docs/benchmarks.md), else full precision; elsewhere full precision.
+    """
     if setting == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
+    if setting == "off":
+        return None
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[setting]
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (Intel AMX or AVX512-BF16), as torch sees it."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
 def configure_backend(device: torch.device, num_threads: int | None,
@@ -158,19 +171,30 @@ def configure_backend(device: torch.device, num_threads: int | None,
 
 
 def build_optimizer(optim: OptimConfig, groups: Mapping[str, list[nn.Parameter]]) -> torch.optim.Optimizer:
-    """Adam (the reference's) or SGD with momentum over the "backbone" and "default" groups.
+    """Adam (the reference's) or SGD with momentum over the "backbone" and "default" groups, and an
+    "alpha" group at `optim.alpha_lr` when `groups` has one (see `alpha_group`).
 
     Adam runs its fused kernel on CPUs and GPUs: one pass over all parameters instead of a dozen
     element-wise ops per tensor (6x less time per update on a 2-core CPU here).
     """
     param_groups = [{"params": groups["backbone"], "lr": optim.backbone_lr, "name": "backbone"},
                     {"params": groups["default"], "lr": optim.lr, "name": "default"}]
+    if groups.get("alpha"):
+        param_groups.append({"params": groups["alpha"], "lr": optim.alpha_lr or optim.lr, "name": "alpha"})
     if optim.name == "adam":
         fused = all(p.device.type in ("cpu", "cuda") for group in groups.values() for p in group)
         return torch.optim.Adam(param_groups, betas=optim.betas, weight_decay=optim.weight_decay,
                                 fused=fused)
     return torch.optim.SGD(param_groups, lr=optim.lr, momentum=optim.momentum,
                            weight_decay=optim.weight_decay)
+
+
+def alpha_group(groups: Mapping[str, list[nn.Parameter]], model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """`groups` with the correlation branches' alpha moved from "default" into their own "alpha" group."""
+    alphas = [param for name, param in model.named_parameters() if name.endswith("correlation.alpha")]
+    chosen = {id(param) for param in alphas}
+    return {"backbone": list(groups["backbone"]),
+            "default": [param for param in groups["default"] if id(param) not in chosen], "alpha": alphas}
 
 
 def seed_everything(seed: int) -> None:
@@ -368,6 +392,8 @@ class Trainer:
         """Optimiser (loss-weighting parameters join the "default" group), StepLR, autocast, scaler."""
         groups = self.model.parameter_groups()
         groups = {"backbone": groups["backbone"], "default": [*groups["default"], *self.criterion.parameters()]}
+        if self.config.optim.alpha_lr is not None:
+            groups = alpha_group(groups, self.model)
         self.optimizer = build_optimizer(self.config.optim, groups)
         self.parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
         optim = self.config.optim

@@ -42,6 +42,7 @@ from torch.utils.data import Dataset
 
 from densemtl_lab import distributed
 from densemtl_lab.data.build import build_dataset
+from densemtl_lab.data.geometry import unit_channels
 from densemtl_lab.discriminator import DomainDiscriminators, discriminator_key
 from densemtl_lab.tasks import encode_depth
 from densemtl_lab.train import Batch, Trainer, stream_batches, to_device
@@ -135,7 +136,7 @@ def normalised_depth(pred: torch.Tensor, source_depth_m: torch.Tensor) -> torch.
 
 def unit_normals(pred: torch.Tensor) -> torch.Tensor:
     """The L2-normalised normals prediction [B, 3, H, W]."""
-    return F.normalize(pred.float(), dim=1)
+    return unit_channels(pred.float())
 
 
 def discriminator_input(task: str, pred: torch.Tensor, size: tuple[int, int],

@@ -124,6 +124,7 @@ def test_override_parses_literals_and_coerces_to_the_field_type(assignment, sect
     ("data.train_split=test", "data.train_split='test' must be 'train' or 'all'"),
     ("data.train_split=all", "data.train_split='all' needs a dataset with a seeded train/val split"),
     ("data.target_size=[48, 100]", "data.target_size=.* divisible by 16"),
+    ("optim.alpha_lr=0", r"optim.alpha_lr=0.0 must be > 0 or null \(null: optim.lr\)"),
 ])
 def test_override_errors_name_the_key(assignment, message):
     with pytest.raises(ValueError, match=message):

@@ -19,8 +19,8 @@ from densemtl_lab.config import get_profile, override
 from densemtl_lab.metrics import MissingBaselineError, delta_m, load_baselines, save_baseline
 from densemtl_lab.models import build_model
 from densemtl_lab.train import (
-    History, NonFiniteLossError, RunDirError, Trainer, autocast_dtype, build_optimizer, default_run_dir,
-    flatten_metrics, load_trained_model, prepare_run_dir, to_device, train,
+    History, NonFiniteLossError, RunDirError, Trainer, autocast_dtype, build_optimizer, cpu_has_native_bf16,
+    default_run_dir, flatten_metrics, load_trained_model, prepare_run_dir, to_device, train,
 )
 
 SLOW_CLI = Path(__file__).parent / "helpers" / "slow_cli.py"
@@ -46,10 +46,24 @@ def test_flatten_metrics_joins_task_and_metric():
     assert flatten_metrics({"depth": {"rmse": 2}, "delta_m": -1.5}) == {"depth/rmse": 2.0, "delta_m": -1.5}
 
 
-@pytest.mark.parametrize("setting, dtype", [("off", None), ("auto", None), ("bf16", torch.bfloat16),
-                                            ("fp16", torch.float16)])
+@pytest.mark.parametrize("setting, dtype", [("off", None), ("bf16", torch.bfloat16), ("fp16", torch.float16)])
 def test_autocast_dtype_on_the_cpu(setting, dtype):
     assert autocast_dtype(setting, torch.device("cpu")) == dtype
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_amp_on_the_cpu_is_bf16_exactly_where_the_cpu_has_native_bf16(native, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert autocast_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if native else None)
+    assert autocast_dtype("auto", torch.device("mps")) is None
+
+
+def test_this_machines_cpu_answers_the_bf16_probe():
+    """The probe reads torch's own CPU feature check (CI's Xeon has AMX-BF16: then auto is bf16)."""
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    if " amx_bf16" in flags or " avx512_bf16" in flags:
+        assert cpu_has_native_bf16()
 
 
 @pytest.mark.parametrize("name, kind, option, value", [
@@ -62,6 +76,16 @@ def test_optimizer_has_two_learning_rate_groups(name, kind, option, value):
     assert [(g["name"], g["lr"], g["params"]) for g in optimizer.param_groups] == [
         ("backbone", 0.001, [backbone]), ("default", 0.01, [default])]
     assert optimizer.param_groups[0][option] == value
+
+
+def test_alpha_lr_gives_the_correlation_alphas_their_own_group():
+    trainer = Trainer(override(SMOKE, "optim.alpha_lr=0.02"))
+    groups = {group["name"]: group for group in trainer.optimizer.param_groups}
+    alphas = [param for name, param in trainer.model.named_parameters() if name.endswith("correlation.alpha")]
+    assert len(alphas) == 6 and groups["alpha"]["lr"] == 0.02
+    assert {id(p) for p in groups["alpha"]["params"]} == {id(p) for p in alphas}
+    assert not {id(p) for p in alphas} & {id(p) for p in groups["default"]["params"]}
+    assert [g["name"] for g in Trainer(SMOKE).optimizer.param_groups] == ["backbone", "default"]  # off by default
 
 
 def test_default_run_dir_names_profile_model_tasks_and_seed():
@@ -255,12 +279,13 @@ def test_a_nan_loss_stops_the_run_naming_task_and_step_and_keeps_the_good_checkp
     assert trainer.step == 2
 
 
-def test_cpu_autocast_bf16_runs_the_forward_in_bfloat16():
+def test_cpu_autocast_bf16_runs_the_network_in_bfloat16_and_its_heads_in_float32():
     trainer = Trainer(override(SMOKE, "train.amp=bf16", "train.steps=1", "train.eval_every=1"))
-    dtypes = []
-    trainer.model.register_forward_hook(lambda module, args, out: dtypes.append(out["semseg"][0].dtype))
+    features, outputs = [], []
+    trainer.model.encoder.register_forward_hook(lambda module, args, out: features.append(out[-1].dtype))
+    trainer.model.register_forward_hook(lambda module, args, out: outputs.append(out["depth"][0].dtype))
     result = trainer.fit()
-    assert dtypes[0] == torch.bfloat16 and trainer.scaler is None
+    assert features[0] == torch.bfloat16 and outputs[0] == torch.float32 and trainer.scaler is None
     assert all(torch.isfinite(torch.tensor(row["loss"])) for row in result.history.steps)
     assert result.metrics["semseg"]["pixel_acc"] >= 0
 

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.resnet import Bottleneck
 
-from densemtl_lab.models.decoder import DecoderConfig, TaskDecoder, build_aspp
+from densemtl_lab.models.decoder import DecoderConfig, TaskDecoder, build_aspp, head_in_float32
 from densemtl_lab.models.encoder import MultiTaskNetwork, WeightsSource
 from densemtl_lab.models.mteb import pair_name
 from densemtl_lab.models.xtam import SelfAttentionBranch
@@ -167,8 +167,8 @@ class PADNet(MultiTaskNetwork):
         height, width = image.shape[-2:]
         return {
             t: {
-                0: _resize(self.final[t](distilled[t]), (height, width)),
-                1: _resize(self.initial_heads[t](task_features[t]), (height // 2, width // 2)),
+                0: _resize(head_in_float32(self.final[t][-1], self.final[t][:-1](distilled[t])), (height, width)),
+                1: _resize(head_in_float32(self.initial_heads[t], task_features[t]), (height // 2, width // 2)),
             }
             for t in self.tasks
         }

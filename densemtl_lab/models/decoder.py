@@ -100,6 +100,16 @@ class DecoderLevel(nn.Module):
         return self.conv1(x)
 
 
+def head_in_float32(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`head(x)` in float32 even under autocast (a cheap 1x1 conv).
+
+    A bf16 output keeps 8 significant bits: the depth code 65536 / (100 z + 1) would move in steps of
+    about 0.3 m at 60 m, and the metrics and losses would see them. The reference trains in float32.
+    """
+    with torch.autocast(x.device.type, enabled=False):
+        return head(x.float())
+
+
 class TaskDecoder(nn.Module):
     """ASPP + U-Net decoder of one task with 1x1 heads at H/2 (scale 1) and H (scale 0) (§1)."""
 
@@ -140,8 +150,8 @@ class TaskDecoder(nn.Module):
         return x
 
     def predict(self, x: torch.Tensor, scale: int) -> torch.Tensor:
-        """The raw prediction of the head at `scale` (0: from level 0, 1: from level 1)."""
-        return self.heads[str(scale)](x)
+        """The raw prediction of the head at `scale` (0: from level 0, 1: from level 1), in float32."""
+        return head_in_float32(self.heads[str(scale)], x)
 
     def forward(
         self, features: Sequence[torch.Tensor], x: torch.Tensor | None = None, start_level: int = 4
