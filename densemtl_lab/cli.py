@@ -5,6 +5,7 @@
     densemtl-lab eval CHECKPOINT [--split val] [--out FILE]
     densemtl-lab diagnose CHECKPOINT [--out FILE]    (alpha, attention entropy, ablation costs)
     densemtl-lab predict CHECKPOINT IMAGE... [--out DIR]
+    densemtl-lab study NAME [--profile quick] [--seeds 5] [--shard K/N]   (grids of runs x seeds)
     densemtl-lab run [--profile quick] [--only 03,04]      (the notebook batch runner)
     densemtl-lab profiles
     densemtl-lab notebooks refresh|check [NOTEBOOK...]  (default: notebooks/*.ipynb)
@@ -297,6 +298,41 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- study --------------------------------------------------------------------------------------------
+
+def _add_study(parser: argparse.ArgumentParser) -> None:
+    from densemtl_lab.study import STUDIES
+
+    parser.add_argument("name", choices=tuple(STUDIES), metavar="NAME",
+                        help="; ".join(f"{name}: {spec.description}" for name, spec in STUDIES.items()))
+    parser.add_argument("--profile", default="quick", help="the profile every run starts from (default quick)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="seeds 0..N-1 (default: the study's own number, 5 or 3)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="study folder (default studies/<name>-<profile>); runs go to <out>/runs")
+    parser.add_argument("--shard", default=None, metavar="K/N",
+                        help="train only the K-th of N fixed, disjoint shares of the runs (e.g. a job array)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_common(parser)
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    from densemtl_lab.study import get_study, parse_shard, run_study
+
+    spec = get_study(args.name)
+    get_profile(args.profile)  # an unknown profile stops here, before anything is created
+    seeds = list(range(args.seeds if args.seeds is not None else spec.default_seeds))
+    out = args.out if args.out is not None else Path("studies") / f"{args.name}-{args.profile}"
+    outcome = run_study(spec, args.profile, out, seeds, extra=tuple(args.assignments), shard=parse_shard(args.shard),
+                        device=args.device, command=["densemtl-lab", *sys.argv[1:]], progress=not args.quiet)
+    print(f"Trained {len(outcome.trained)} run(s), {len(outcome.skipped)} already complete; "
+          f"summary: {outcome.summary_path}")
+    if outcome.missing:
+        print(f"{len(outcome.missing)} run(s) of the study not complete yet (other shards?): "
+              f"{', '.join(outcome.missing[:6])}{' ...' if len(outcome.missing) > 6 else ''}")
+    return 0
+
+
 # --- run and profiles ---------------------------------------------------------------------------------
 
 def _add_run(parser: argparse.ArgumentParser) -> None:
@@ -375,6 +411,7 @@ COMMANDS: dict[str, Command] = {
     "diagnose": Command("is a DenseMTL's exchange used? alpha, attention entropy, ablation costs",
                         _add_diagnose, _run_diagnose),
     "predict": Command("colourised predictions of a checkpoint for image files", _add_predict, _run_predict),
+    "study": Command("a named grid of runs x seeds, resumable, with seed statistics", _add_study, _run_study),
     "run": Command("run the lesson notebooks headless and write a report", _add_run, _run_run),
     "profiles": Command("list the named profiles (or print one)", _add_profiles, _run_profiles),
     "notebooks": Command("refresh or check the committed lesson notebooks", _add_notebooks, _run_notebooks),

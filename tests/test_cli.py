@@ -33,7 +33,7 @@ def _one_line_error(capsys) -> str:
 
 
 def test_every_command_is_registered():
-    assert {"train", "eval", "predict", "run", "profiles"} <= set(COMMANDS)
+    assert {"train", "eval", "diagnose", "predict", "study", "run", "profiles"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("args, message", [

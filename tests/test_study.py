@@ -1,0 +1,164 @@
+"""Studies: the run plan, shards, resumption after a kill, per-seed delta_m and paired t-intervals."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+
+import pytest
+from scipy import stats
+
+from densemtl_lab import study
+from densemtl_lab.cli import main
+from densemtl_lab.study import (
+    STUDIES, StudyError, StudySpec, Variant, get_study, parse_shard, plan_runs, run_study, seed_rows, shard_of,
+    summarise, t_interval,
+)
+
+#: A small study for the end-to-end tests: two arms on S and D (3 smoke runs per seed).
+TINY = StudySpec("tiny", "STL and MTL on S and D", "SD",
+                 (Variant("stl", ("model.name=stl",)), Variant("mtl", ("model.name=mtl",))),
+                 baseline="stl", comparisons=(("mtl", "stl"),), default_seeds=2)
+
+
+def test_every_named_study_plans_its_runs_seed_major_with_stl_split_by_task():
+    assert {"architectures", "exchange", "adaptation", "weighting"} <= set(STUDIES)
+    runs = plan_runs(get_study("architectures"), [0, 1])
+    assert [run.name for run in runs[:7]] == ["stl-S-s0", "stl-D-s0", "stl-N-s0", "mtl-s0", "padnet-s0",
+                                               "3ways-s0", "densemtl-s0"]
+    assert len(runs) == 14 and len({run.name for run in runs}) == 14
+    adaptation = plan_runs(get_study("adaptation"), [2])
+    assert [run.name for run in adaptation] == ["source-only-s2", "bn-control-s2", "adversarial-s2",
+                                                 "entropy-s2", "oracle-s2"]
+    assert "adapt.adversarial_weight=0.0" in adaptation[1].assignments
+    with pytest.raises(StudyError, match="unknown study 'nope'; valid studies: architectures"):
+        get_study("nope")
+
+
+def test_shards_are_fixed_disjoint_and_cover_the_study():
+    runs = plan_runs(get_study("exchange"), range(5))
+    shards = [shard_of(runs, (k, 4)) for k in range(1, 5)]
+    names = [run.name for share in shards for run in share]
+    assert sorted(names) == sorted(run.name for run in runs) and len(names) == len(set(names))
+    assert parse_shard("3/4") == (3, 4) and parse_shard(None) == (1, 1)
+    for bad in ("0/4", "5/4", "two"):
+        with pytest.raises(StudyError, match=f"--shard {bad}"):
+            parse_shard(bad)
+
+
+def test_t_interval_matches_the_textbook_formula():
+    low, high = t_interval([1.0, 2.0, 3.0])
+    half = stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3)
+    assert (low, high) == pytest.approx((2 - half, 2 + half)) and half == pytest.approx(2.4841, abs=1e-4)
+    assert t_interval([5.0]) is None
+
+
+def _metrics(miou: float, rmse: float) -> dict:
+    return {"semseg": {"mIoU": miou, "pixel_acc": 90.0}, "depth": {"rmse": rmse, "abs_rel": 0.1}}
+
+
+def test_delta_m_is_per_seed_against_that_seeds_baseline_and_differences_are_paired():
+    results = {("stl", 0): _metrics(50.0, 10.0), ("mtl", 0): _metrics(55.0, 9.0),  # +10 %, +10 %
+               ("stl", 1): _metrics(40.0, 8.0), ("mtl", 1): _metrics(40.0, 10.0),  # 0 %, -25 %
+               ("mtl", 2): _metrics(60.0, 5.0)}  # seed 2 has no baseline
+    rows = seed_rows(TINY, results)
+    by_key = {(row["variant"], row["seed"]): row for row in rows}
+    assert by_key["mtl", 0]["delta_m"] == pytest.approx(10.0)
+    assert by_key["mtl", 1]["delta_m"] == pytest.approx(-12.5)
+    assert by_key["stl", 1]["delta_m"] == 0.0 and by_key["mtl", 2]["delta_m"] is None
+    summary = summarise(TINY, rows)
+    assert summary["variants"]["mtl"]["semseg/mIoU"] == {"mean": pytest.approx(155 / 3),
+                                                         "std": pytest.approx(statistics.stdev([55, 40, 60])), "n": 3}
+    paired = next(item for item in summary["comparisons"] if item["metric"] == "delta_m")
+    assert paired["seeds"] == [0, 1] and paired["differences"] == pytest.approx([10.0, -12.5])
+    assert paired["interval95"] == pytest.approx(list(t_interval([10.0, -12.5])))
+    depth = next(item for item in summary["comparisons"] if item["metric"] == "depth/rmse")
+    assert depth["differences"] == pytest.approx([-1.0, 2.0])
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """The tiny study on the smoke profile, 2 seeds, run in two shards: 6 runs of 4 steps."""
+    out = tmp_path_factory.mktemp("study") / "tiny"
+    first = run_study(TINY, "smoke", out, [0, 1], shard=(1, 2), device="cpu", progress=False)
+    second = run_study(TINY, "smoke", out, [0, 1], shard=(2, 2), device="cpu", progress=False)
+    return out, first, second
+
+
+@pytest.mark.slow
+def test_shards_split_the_work_and_the_summary_merges_them(tiny_study):
+    out, first, second = tiny_study
+    assert first.trained == ["stl-S-s0", "mtl-s0", "stl-D-s1"] and first.missing
+    assert second.trained == ["stl-D-s0", "stl-S-s1", "mtl-s1"] and not second.missing
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["runs"] == {"planned": 6, "complete": 6}
+    assert [(row["variant"], row["seed"]) for row in summary["per_seed"]] == [
+        ("stl", 0), ("stl", 1), ("mtl", 0), ("mtl", 1)]
+    assert set(summary["provenance"]) >= {"command", "commit", "date", "machine", "torch", "seconds_per_run",
+                                          "seconds"}
+    assert set(summary["provenance"]["seconds_per_run"]) == {run.name for run in plan_runs(TINY, [0, 1])}
+    with open(out / "per_seed.csv") as table:
+        rows = list(csv.DictReader(table))
+    assert [row["variant"] for row in rows] == ["stl", "stl", "mtl", "mtl"] and "depth/rmse" in rows[0]
+    assert (out / "figures" / "delta_m_per_seed.png").is_file()
+    assert (out / "figures" / "paired_differences.png").is_file()
+
+
+@pytest.mark.slow
+def test_a_killed_study_redoes_only_the_run_in_progress(tiny_study, tmp_path, monkeypatch):
+    out, _, _ = tiny_study
+    copy = tmp_path / "tiny"
+    (copy / "runs").mkdir(parents=True)
+    for name in ("stl-S-s0", "stl-D-s0"):  # two runs done before the kill
+        (copy / "runs" / name).symlink_to(out / "runs" / name, target_is_directory=True)
+    from densemtl_lab import train
+
+    real_fit, calls = train.Trainer.fit, []
+
+    def killed_on_the_second_fit(self, *args, **kwargs):
+        calls.append(self.run_dir.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(train.Trainer, "fit", killed_on_the_second_fit)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(TINY, "smoke", copy, [0, 1], device="cpu", progress=False)
+    monkeypatch.setattr(train.Trainer, "fit", real_fit)
+    again = run_study(TINY, "smoke", copy, [0, 1], device="cpu", progress=False)
+    assert calls == ["mtl-s0", "stl-S-s1"]
+    assert again.skipped == ["stl-S-s0", "stl-D-s0", "mtl-s0"]
+    assert again.trained == ["stl-S-s1", "stl-D-s1", "mtl-s1"]  # the interrupted run, then the rest
+
+
+@pytest.mark.slow
+def test_the_study_command_trains_a_shard_and_reports(tmp_path, capsys):
+    out = tmp_path / "arch"
+    assert main(["study", "architectures", "--profile", "smoke", "--seeds", "1", "--shard", "1/7",
+                 "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "Trained 1 run(s), 0 already complete" in printed and "6 run(s) of the study not complete" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["runs"] == {"planned": 7, "complete": 1} and summary["per_seed"] == []
+    assert summary["provenance"]["command"].startswith("densemtl-lab ")
+
+
+def test_figures_show_every_seed_and_every_interval(tmp_path):
+    from densemtl_lab.viz.studies import paired_differences_figure, save_study_figures, seed_points_figure
+
+    results = {("stl", seed): _metrics(50.0, 10.0) for seed in range(3)}
+    results.update({("mtl", seed): _metrics(50.0 + seed, 10.0 - seed) for seed in range(3)})
+    rows = seed_rows(TINY, results)
+    record = {"study": "tiny", "profile": "quick", "baseline": "stl", "per_seed": rows, **summarise(TINY, rows)}
+    points = seed_points_figure(record)
+    from matplotlib.collections import PathCollection
+
+    dots = [c for c in points.axes[0].collections if isinstance(c, PathCollection)]
+    assert sum(len(collection.get_offsets()) for collection in dots) == 6
+    assert "delta_m per seed, vs stl" in points.axes[0].get_title()
+    paired = paired_differences_figure(record)
+    assert [label.get_text() for label in paired.axes[0].get_yticklabels()] == ["mtl - stl"]
+    assert [path.name for path in save_study_figures(record, tmp_path)] == ["delta_m_per_seed.png",
+                                                                          "paired_differences.png"]
