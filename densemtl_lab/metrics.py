@@ -27,7 +27,8 @@ Standard definitions (the default):
 `metrics/*.py`) instead:
 - depth: both depths converted with 655.36 / d - 1 (metres minus 0.99), the range mask applied to the
   shifted label; AbsRel, SqRel, MSE, RMSE-log, delta averaged per image; RMSE = sqrt(mean per-image MSE).
-- normals: mask ignored (all pixels), prediction not normalised, per-image averaging (median =
+- normals: mask ignored (all pixels), prediction not normalised (normalised on NYUv2, whose reference
+  config uses the `gt_normals` loss: `MultiTaskMetrics(dataset="nyuv2")`), per-image averaging (median =
   torch's lower median per image), and, as in the reference's `Normals._metrics` which receives one
   image [3, H, W], the vector norms are taken over the image rows (dim 1) instead of the channels.
 - edges: `f1` reports the two-class mean F1.
@@ -263,13 +264,24 @@ def _channel_length(vectors: torch.Tensor) -> torch.Tensor:
     return (vectors * vectors).sum(dim=1).sqrt()
 
 
+#: Datasets whose reference config supervises normals with `loss/gt_normals.py` (normals read from
+#: files): its evaluation L2-normalises the prediction first. The others use `loss/normals.py`, which does not.
+GT_NORMALS_DATASETS = ("nyuv2",)
+
+
 class NormalsMeter(Meter):
-    """Angular error statistics of surface normals in degrees."""
+    """Angular error statistics of surface normals in degrees.
+
+    With `reference_quirks`, `normalise_prediction` follows the reference's loss for the dataset:
+    True for `gt_normals` (NYUv2), False for the outdoor datasets' `normals` loss.
+    """
 
     task = "normals"
 
-    def __init__(self, reference_quirks: bool = False, bin_width: float = 0.01) -> None:
+    def __init__(self, reference_quirks: bool = False, bin_width: float = 0.01,
+                 normalise_prediction: bool = False) -> None:
         self.reference_quirks = reference_quirks
+        self.normalise_prediction = normalise_prediction
         self.bin_width = float(bin_width)
         self.num_bins = math.ceil(180.0 / self.bin_width)
         super().__init__()
@@ -287,7 +299,10 @@ class NormalsMeter(Meter):
         """Per-pixel angles [B, ...] in degrees and their validity mask."""
         gt = unit_channels(label.float())
         if self.reference_quirks:
-            # Reference: no prediction normalisation, no mask, norms over dim 1 of one [3, H, W] image.
+            # Reference: no mask, norms over dim 1 of one [3, H, W] image; the prediction normalised
+            # only on the gt_normals path (NYUv2).
+            if self.normalise_prediction:
+                pred = unit_channels(pred)
             angles = 2 * torch.atan2((pred - gt).norm(dim=2), (pred + gt).norm(dim=2))  # B, 3, W
             return torch.rad2deg(angles), torch.ones_like(angles, dtype=torch.bool)
         pred = unit_channels(pred)
@@ -428,12 +443,13 @@ class MetricOptions:
     class_ids: tuple[int, ...] | None = None
     reference_quirks: bool = False
     ods_tolerance: float = ODS_TOLERANCE
+    dataset: str | None = None  # the dataset evaluated, for the quirks that depend on it
 
 
 _METERS: dict[str, Callable[[MetricOptions], Meter]] = {
     "semseg": lambda o: SemsegMeter(o.num_classes, o.class_ids),
     "depth": lambda o: DepthMeter(o.reference_quirks),
-    "normals": lambda o: NormalsMeter(o.reference_quirks),
+    "normals": lambda o: NormalsMeter(o.reference_quirks, normalise_prediction=o.dataset in GT_NORMALS_DATASETS),
     "edges": lambda o: EdgesMeter(o.reference_quirks, o.ods_tolerance),
 }
 
@@ -448,10 +464,11 @@ class MultiTaskMetrics:
         class_ids: Iterable[int] | None = None,
         reference_quirks: bool = False,
         ods_tolerance: float = ODS_TOLERANCE,
+        dataset: str | None = None,
     ) -> None:
         self.tasks = parse_tasks(tasks)
         options = MetricOptions(
-            num_classes, None if class_ids is None else tuple(class_ids), reference_quirks, ods_tolerance
+            num_classes, None if class_ids is None else tuple(class_ids), reference_quirks, ods_tolerance, dataset
         )
         self.meters: dict[str, Meter] = {task: _METERS[task](options) for task in self.tasks}
 

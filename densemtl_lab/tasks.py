@@ -164,10 +164,13 @@ def decode_depth(coded: torch.Tensor, reference_quirk: bool = False) -> torch.Te
     """Normalised inverse depth -> metres, clamped to the evaluation range.
 
     `reference_quirk=True` reproduces the reference's conversion 655.36 / d - 1, which returns
-    metres minus 0.99 (its metrics are computed on these shifted depths).
+    metres minus 0.99 (its metrics are computed on these shifted depths), on the raw code: a negative
+    output gives a negative depth, which the clamp then takes to 1e-3 m, as the reference's does.
+    Without the quirk, codes below 1e-6 count as 1e-6 (the far end, 80 m).
     """
-    coded = coded.clamp_min(1e-6)
-    metres = 655.36 / coded - 1.0 if reference_quirk else (65536.0 / coded - 1.0) / 100.0
+    if reference_quirk:
+        return (655.36 / coded - 1.0).clamp(MIN_DEPTH_M, MAX_DEPTH_M)
+    metres = (65536.0 / coded.clamp_min(1e-6) - 1.0) / 100.0
     return metres.clamp(MIN_DEPTH_M, MAX_DEPTH_M)
 
 

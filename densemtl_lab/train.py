@@ -268,7 +268,8 @@ def evaluate_model(model: nn.Module, dataset: Dataset, config: ExperimentConfig,
                         num_workers=config.data.num_workers, pin_memory=device.type == "cuda",
                         generator=torch.Generator())  # leaves the training's random state alone
     metrics = MultiTaskMetrics(tasks, model.num_classes, class_ids=getattr(dataset, "class_ids", None),
-                               reference_quirks=reference_quirks)
+                               reference_quirks=reference_quirks,
+                               dataset=config.data.target_dataset or config.data.dataset)
     was_training = model.training
     model.eval()
     for index, batch in enumerate(loader):

@@ -17,7 +17,7 @@ from densemtl_lab.metrics import (
     MultiTaskMetrics, NonFinitePredictionError, NormalsMeter, SemsegMeter, delta_m, delta_m_per_task,
     load_baselines, save_baseline,
 )
-from densemtl_lab.tasks import IGNORE_INDEX, TASKS, encode_depth
+from densemtl_lab.tasks import IGNORE_INDEX, TASKS, decode_depth, encode_depth
 
 NUM_CLASSES = 5
 ODS_TOL = 0.075  # x diagonal 20 of a 12 x 16 image = a 1.5 px matching radius
@@ -75,6 +75,13 @@ def test_depth_reference_quirks_by_hand():
     assert quirky.compute()["rmse"] == pytest.approx(math.sqrt(0.08), rel=1e-4)
     assert standard.compute()["abs_rel"] == pytest.approx(0.4 / 2.99 / 4, rel=1e-4)
     assert standard.compute()["rmse"] == pytest.approx(math.sqrt(0.16 / 4), rel=1e-4)
+
+
+def test_depth_reference_quirk_takes_negative_codes_to_the_minimum_depth():
+    """The reference converts 655.36 / d - 1 on the raw code and then clamps: a negative output is 1e-3 m."""
+    codes = torch.tensor([-5.0, -1e-3, 0.0, 655.36 / 11.0])
+    assert decode_depth(codes, reference_quirk=True).tolist() == pytest.approx([1e-3, 1e-3, 80.0, 10.0])
+    assert decode_depth(codes).tolist()[:3] == [80.0, 80.0, 80.0]  # ours: codes below 1e-6 are the far end
 
 
 def test_normals_by_hand():
@@ -286,6 +293,22 @@ def test_normals_reference_quirks_match_the_reference_formula(data):
     meter.update(outputs["normals"], labels["normals"])
     expected = _reference_normals(outputs["normals"].numpy().astype(np.float64), labels["normals"].numpy())
     assert meter.compute() == pytest.approx(expected, rel=1e-4)
+
+
+def test_normals_reference_quirks_on_nyuv2_normalise_the_prediction_as_its_gt_normals_loss(data):
+    """loss/gt_normals.py evaluates F.normalize(pred); loss/normals.py (outdoor) does not."""
+    outputs, labels = data
+    pred = outputs["normals"] * 3.0  # not unit length: the two paths must differ
+    nyu = MultiTaskMetrics("N", NUM_CLASSES, reference_quirks=True, dataset="nyuv2")
+    outdoor = MultiTaskMetrics("N", NUM_CLASSES, reference_quirks=True, dataset="cityscapes")
+    for metrics in (nyu, outdoor):
+        metrics.update({"normals": pred}, labels)
+    unit = pred.double() / pred.double().norm(dim=1, keepdim=True)
+    assert nyu.compute()["normals"] == pytest.approx(_reference_normals(unit.numpy(), labels["normals"].numpy()),
+                                                     rel=1e-4)
+    assert outdoor.compute()["normals"] == pytest.approx(
+        _reference_normals(pred.numpy().astype(np.float64), labels["normals"].numpy()), rel=1e-4)
+    assert nyu.compute()["normals"]["mean_angle"] != pytest.approx(outdoor.compute()["normals"]["mean_angle"])
 
 
 # --- the multi-task wrapper and bad input --------------------------------------------------------
