@@ -1,7 +1,7 @@
 """Domain adaptation on the toy pair: target metrics of source-only, adversarial, entropy and oracle runs.
 
 For every seed and method, one training of the profile's model (DenseMTL, tasks SD as the reference's
-§8) on the toy source domain, adapting to the toy target domain at `--severity` (oracle: trained on
+`configs/da/*`) on the toy source domain, adapting to the toy target domain at `--severity` (oracle: trained on
 the labelled target), then evaluated on the target val split and on the source val split. Prints one
 JSON object: each run's numbers, and per method the mean and spread (sample standard deviation) over
 seeds of target mIoU and depth RMSE, plus the gain of each method over source-only.

@@ -5,7 +5,7 @@ A checkpoint is a dict of tensors and plain containers only, so it loads with
 file beside it, fsync, rename): a crash or SIGKILL leaves the previous checkpoint intact. Loading a
 state into a model that it does not fit raises an error listing the missing, unexpected and
 shape-mismatched keys; the reference's `strict=False` load, which passed mismatches silently
-(reference/densemtl.md §10, item 5), is not reproduced.
+(the official `training/weights.py`), is not reproduced.
 """
 
 from __future__ import annotations

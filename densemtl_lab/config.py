@@ -7,8 +7,9 @@ JSON-ish literals (numbers, true/false/null, lists, strings), never evaluated.
 
 The profiles (`PROFILES`, `get_profile`) set everything that one word in a notebook's parameters cell
 should set: `smoke` (CI, seconds), `quick` (the default: a 2-core laptop CPU, about a minute per
-training), `full` (one GPU), and `paper-<dataset>` (the reference settings of reference/densemtl.md
-§6 and, for the two adaptation pairs, §8). Configs are frozen: every change makes a new config.
+training), `full` (one GPU), and `paper-<dataset>` (the settings of the official `configs/<dataset>/*.yml`
+and, for the two adaptation pairs, `configs/da/*`; see docs/faithfulness.md, "Training"). Configs are
+frozen: every change makes a new config.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class DataConfig:
     severity: float = 0.5                # toy: strength of the target domain's appearance shift
     domain: str = "source"               # toy: domain of the training scenes
     hflip: bool = False                  # random horizontal flip (p = 0.5) of training samples
-    num_workers: int = 0                 # DataLoader workers; 0 on 2-core CPUs (environment.md)
+    num_workers: int = 0                 # DataLoader workers; 0 on 2-core CPUs (workers brought no speed-up there)
     target_dataset: str | None = None    # adaptation: the unlabelled target domain, evaluated on
     target_root: str | None = None       # adaptation: folder of the target dataset
     target_size: tuple[int, int] | None = None  # adaptation: the target's working H, W (None: data.size)
@@ -200,8 +201,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"                 # auto (CUDA, else MPS, else CPU) | cpu | cuda | cuda:1 | mps
     amp: str = "auto"                    # auto (CUDA: bf16, else fp16; CPU: bf16 if native) | off | bf16 | fp16
-    # channels_last pays for larger inputs (environment.md: +28 % at 128x256, and on GPUs); at the toy
-    # sizes the tiny dilated layer3/4 and ASPP convolutions re-lay their weights out on every call and
+    # channels_last pays for larger inputs (+28 % at 128x256, measured on a 2-core CPU, and on GPUs); at
+    # the toy sizes the tiny dilated layer3/4 and ASPP convolutions re-lay their weights out on every call and
     # a training step was slower with it here (1 thread: smoke 0.28 vs 0.19 s, quick 1.65 vs 1.45 s).
     channels_last: bool = False
     num_threads: int | None = None       # CPU threads (None: torch's default, divided among DDP ranks)
@@ -227,7 +228,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class AdaptConfig:
-    """Unsupervised adaptation to `data.target_dataset` (reference/densemtl.md §8, densemtl_lab.uda)."""
+    """Unsupervised adaptation to `data.target_dataset` (docs/faithfulness.md, "Multi-task UDA"; densemtl_lab.uda)."""
 
     method: str = "none"                 # none (source only) | adversarial | entropy | oracle (labelled target)
     adversarial_weight: float = 0.005    # generator's adversarial loss weight (the reference's lambda_adv_ent)
@@ -431,7 +432,7 @@ def _profiles() -> dict[str, ExperimentConfig]:
                           keep_last=2, channels_last=True),
     )
     profiles = {"smoke": smoke, "quick": quick, "full": full}
-    # reference/densemtl.md §6: size, classes, LR default / backbone per dataset.
+    # The official configs/<dataset>/*.yml: size, classes, LR default / backbone per dataset.
     paper = {"synthia": ((512, 1024), 16, 3e-4, 2e-4), "vkitti2": ((320, 1024), 14, 3e-4, 2e-4),
              "cityscapes": ((512, 1024), 16, 1e-4, 1e-5), "nyuv2": ((448, 576), 40, 3e-4, 2e-4)}
     paper_model = ModelConfig(backbone="resnet101", weights="imagenet",
@@ -446,8 +447,9 @@ def _profiles() -> dict[str, ExperimentConfig]:
             optim=OptimConfig(lr=lr, backbone_lr=backbone_lr, scheduler_step=30000),
             train=paper_train,
         )
-    # §8: S+D only, 90k iterations, constant LR 2.5e-4 / 1.5e-5, no clipping, weights 50/1 (the SD default),
-    # the whole source set, Cityscapes at 512x1024.
+    # The official configs/da/* and training/da_train.py: S+D only, 90k iterations, constant LR
+    # 2.5e-4 / 1.5e-5, no clipping, weights 50/1 (the SD default), the whole source set, Cityscapes at
+    # 512x1024.
     adaptation = {"synthia": ((512, 1024), None, 16), "vkitti2": ((512, 1696), (512, 1024), 8)}
     for source, (size, crop, classes) in adaptation.items():
         name = f"paper-{source}2cityscapes"

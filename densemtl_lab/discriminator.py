@@ -1,4 +1,4 @@
-"""Output-space domain discriminators: one per task and output scale (DenseMTL §8, reference/densemtl.md §8).
+"""Output-space domain discriminators: one per task and output scale (the official `models/discriminator.py`).
 
 Each discriminator is the reference's (after Wang et al.'s semi-supervised multi-task discriminator):
 a random horizontal flip of its input, then five spectral-normalised 4x4 convolutions of stride 2

@@ -1,4 +1,4 @@
-"""Per-task losses and their multi-task combination (DenseMTL §4; reference/densemtl.md §4).
+"""Per-task losses and their multi-task combination (the official `loss/*.py`; docs/faithfulness.md, "Losses").
 
 Every task's loss takes a raw head output [B, C, h, w] at any scale and the collated label of the
 data contract; the prediction is first resized to the label size (bilinear, align_corners=True, as
@@ -155,7 +155,7 @@ def check_depth_loss_kind(kind: str) -> None:
 def depth_loss(pred: torch.Tensor, depth_m: torch.Tensor, kind: str = "berhu") -> torch.Tensor:
     """Depth loss of a normalised-inverse-depth output [B, 1, h, w] against metres [B, 1, H, W].
 
-    kind="berhu" (the reference, §4): e = |d_hat - d| * mask, c = 0.2 * max(e) over the batch
+    kind="berhu" (the reference, `vendor/three_ways/loss.py`): e = |d_hat - d| * mask, c = 0.2 * max(e) over the batch
     (detached), per pixel e if e <= c else (e^2 + c^2) / 2c, mean over all pixels.
     kind="l1": mean |metres_from_code(d_hat) - z| over pixels with z > 0.
     """
@@ -164,7 +164,7 @@ def depth_loss(pred: torch.Tensor, depth_m: torch.Tensor, kind: str = "berhu") -
 
 
 def normals_loss(pred: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
-    """Mean 1 - cos(pred, label) over valid pixels (label not all zero), both L2-normalised (§4)."""
+    """Mean 1 - cos(pred, label) over valid pixels (label not all zero), both L2-normalised (docs/faithfulness.md)."""
     pred = _prepare("normals", pred, normals)
     cosine = (unit_channels(pred) * unit_channels(normals.float())).sum(dim=1)  # B, H, W
     return _masked_mean(1.0 - cosine, normals.ne(0).any(dim=1))
@@ -187,7 +187,7 @@ TASK_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 
 class MultiTaskLoss(nn.Module):
-    """Scale-averaged per-task losses combined by a weighting strategy (§4).
+    """Scale-averaged per-task losses combined by a weighting strategy (the reference's `loss/setup_loss.py`).
 
     `total, parts = criterion(outputs, batch)` with outputs = {task: {scale: raw tensor}} and the
     collated data-contract batch; parts = {task: detached unweighted loss (mean over scales)}.

@@ -1,4 +1,4 @@
-"""Streaming per-task metrics and delta_m against stored single-task baselines (DenseMTL §5).
+"""Streaming per-task metrics and delta_m against stored single-task baselines (docs/faithfulness.md, "Metrics").
 
 Each meter accumulates sufficient statistics (float64 sums and counts on the CPU), never averages
 of batch averages, so `compute()` gives the same value however the set is split into batches, and
@@ -23,8 +23,8 @@ Standard definitions (the default):
   edge pixel is recalled if a predicted edge lies within it. No thinning (non-maximum suppression)
   is applied to the predictions, so scores are not comparable with SEISM's to the decimal.
 
-`reference_quirks=True` reproduces the reference code's metrics (reference/densemtl.md §5 and its
-`metrics/*.py`) instead:
+`reference_quirks=True` reproduces the reference code's metrics (its `metrics/*.py` and the
+`loss/*.py` that feed them; docs/faithfulness.md, "The reference's quirks") instead:
 - depth: both depths converted with 655.36 / d - 1 (metres minus 0.99), the range mask applied to the
   shifted label; AbsRel, SqRel, MSE, RMSE-log, delta averaged per image; RMSE = sqrt(mean per-image MSE).
 - normals: mask ignored (all pixels), prediction not normalised (normalised on NYUv2, whose reference

@@ -3,7 +3,8 @@
 On the CPU, glibc's malloc hands buffers above its mmap threshold back to the kernel when they are freed
 and page-faults them in again at the next step. A DenseMTL training step allocates and frees the same
 large activations every step, so raising the threshold (and not trimming the heap) keeps them mapped:
-the reference model's 256x512 training step ran 1.6-1.9x faster here (reference/cost.md).
+the reference model's 256x512 training step ran 1.6-1.9x faster on a 2-core CPU
+(docs/benchmarks.md, "Training on the CPU").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The trainer: the reference's iteration-based multi-task loop (reference/densemtl.md §6), on any device.
+"""The trainer: the reference's iteration-based multi-task loop (the official `training/base.py`), on any device.
 
 One `Trainer` owns a model, its `MultiTaskLoss`, an optimiser with two learning-rate groups (backbone
 versus decoders, exchange modules and loss-weighting parameters), a StepLR stepped every iteration,
@@ -15,8 +15,8 @@ cuDNN benchmark, pinned memory and non-blocking copies; on the CPU channels_last
 and no DataLoader workers by default. Each step synchronises with the host once, to read the losses
 (history, progress bar and the NaN/inf check). Ctrl-C stops after the current step with a checkpoint.
 
-Domain adaptation (`adapt.method`, reference/densemtl.md §8) runs inside this loop: "oracle" trains on
-the labelled target domain; "adversarial" and "entropy" build a `densemtl_lab.uda` adaptation whose
+Domain adaptation (`adapt.method`, docs/faithfulness.md, "Multi-task UDA") runs inside this loop: "oracle"
+trains on the labelled target domain; "adversarial" and "entropy" build a `densemtl_lab.uda` adaptation whose
 `backward` adds the target-domain losses after the supervised backward and whose `step` updates its
 own parameters (the discriminators) with the generator's step.
 """
@@ -254,7 +254,7 @@ def stop_on_interrupt() -> Iterator[threading.Event]:
 def evaluate_model(model: nn.Module, dataset: Dataset, config: ExperimentConfig, device: torch.device,
                    context: distributed.ProcessContext = distributed.ProcessContext(), *,
                    reference_quirks: bool = False) -> dict[str, Any]:
-    """{task: {metric: value}} of the model's full-resolution outputs (scale 0) on `dataset` (§5).
+    """{task: {metric: value}} of the model's full-resolution outputs (scale 0) on `dataset` (docs/faithfulness.md).
 
     Metrics accumulate sufficient statistics, summed over the processes of a distributed run; with
     train.best_metric = "delta_m" the result also holds "delta_m" against the stored baselines.

@@ -1,4 +1,4 @@
-"""Multi-task unsupervised domain adaptation in the output space (DenseMTL §8; reference/densemtl.md §8).
+"""Multi-task unsupervised domain adaptation in the output space (the paper's MTL-UDA extension).
 
 A network trained on a labelled source domain loses accuracy on an unlabelled target domain. Two
 ADVENT-style remedies (Vu et al., CVPR 2019) act on the network's outputs for target images:
@@ -18,7 +18,7 @@ Discriminator inputs, computed after bilinearly resizing each prediction to the 
 - normals: the L2-normalised prediction;
 - edges: the self-information, like semseg (an extension: the reference adapts S, D and N only).
 
-One training step (the reference's `da_train.py`), of which the trainer runs (1) and (4):
+One training step (the reference's `training/da_train.py`), of which the trainer runs (1) and (4):
 1. supervised source loss, backward;
 2. target forward; adversarial loss = weight x mean over discriminators of BCE-with-logits(D(target
    map), source label 0), with the discriminators frozen (requires_grad False); backward;

@@ -5,7 +5,7 @@ backpropagate; `current_weights()` says what multiplies each task's loss right n
 also takes static per-task scales `weights` (for "fixed" they default to the reference's
 tasks.default_weights; for the adaptive strategies to 1, their papers' setting).
 
-- "fixed": total = sum_t w_t L_t (DenseMTL §4).
+- "fixed": total = sum_t w_t L_t (as the reference, `loss/multi_loss.py`).
 - "uncertainty" (Kendall, Gal and Cipolla, CVPR 2018, eq. 7, in LibMTL/mtan's form): learned
   s_t = log sigma_t^2, total = sum_t 0.5 exp(-s_t) w_t L_t + 0.5 s_t. The s_t are parameters, so the
   optimiser must see `criterion.parameters()`. The total can go NEGATIVE (s_t < 0 once L_t is

@@ -60,7 +60,7 @@ def test_single_task_nets_refuse_several_tasks(model) -> None:
 
 
 def test_paper_deeplab_head_size() -> None:
-    # densemtl.md §11: ResNet-101 + DeepLab head (16.13 M) ~ 58.6 M per task
+    # docs/faithfulness.md, "Parameter counts": ResNet-101 + DeepLab head (16.13 M) ~ 58.6 M per task
     with torch.device("meta"):
         model = DeepLabSingleTask("S", 16, "resnet101")
     assert [model.head[0].convs[i][0].dilation for i in (1, 2, 3)] == [(12, 12), (24, 24), (36, 36)]

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 CHROMIUM = os.environ.get("DENSEMTL_CHROMIUM", "/usr/bin/chromium")
-#: Flags for a headless Chromium on a machine without a network (environment.md).
+#: Flags for a headless Chromium on a machine without a network (they worked on an offline 2-core machine).
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1280, "height": 860}

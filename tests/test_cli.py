@@ -96,7 +96,7 @@ def test_eval_with_reference_quirks_computes_the_reference_metrics(trained, tmp_
     ours, quirks = json.loads(ours.read_text()), json.loads(quirks.read_text())
     assert (ours["reference_quirks"], quirks["reference_quirks"]) == (False, True)
     assert quirks["metrics"]["semseg"] == ours["metrics"]["semseg"]  # semseg has no quirk
-    for task in ("depth", "normals", "edges"):  # each of these has one (reference/densemtl.md §5)
+    for task in ("depth", "normals", "edges"):  # each of these has one (docs/faithfulness.md)
         assert quirks["metrics"][task] != ours["metrics"][task], task
 
 

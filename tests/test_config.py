@@ -69,7 +69,7 @@ def test_adaptation_profiles_take_the_reference_settings(name, source, classes):
     assert (config.optim.lr, config.optim.backbone_lr) == (2.5e-4, 1.5e-5)
     assert config.optim.clip_grad_norm is None and config.optim.scheduler_step is None
     assert config.train.steps == 90000
-    assert config.data.train_split == "all" and config.data.target_size == (512, 1024)  # §8: all source data
+    assert config.data.train_split == "all" and config.data.target_size == (512, 1024)  # configs/da/*: src_split all
 
 
 def test_unknown_profile_lists_the_valid_names():

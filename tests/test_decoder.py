@@ -78,7 +78,7 @@ def test_both_scales_are_predicted() -> None:
 
 
 def test_paper_decoder_parameter_count() -> None:
-    # densemtl.md §11: about 22.06 M per decoder, of which the ASPP is about 15.5 M
+    # docs/faithfulness.md, "Parameter counts": about 22.06 M per decoder, of which the ASPP is about 15.5 M
     with torch.device("meta"):
         decoder = TaskDecoder(RESNET101, 16)
     assert _count(decoder.levels[4].conv0) == 15_535_104

@@ -22,7 +22,7 @@ def _check_row(row: dict) -> None:
 def test_notebook_04_builds_the_xtam_and_compares_the_models(execute_notebook) -> None:
     metrics, _ = execute_notebook("04_xtam_mteb")
     assert metrics["profile"] == "smoke"
-    assert metrics["xtam_params_c128"] == 369_920  # reference notes densemtl.md §2
+    assert metrics["xtam_params_c128"] == 369_920  # docs/faithfulness.md, "Parameter counts"
     # C = 16 in smoke: one xTAM 2,320 + 2,304 + 880 + 416 = 5,920; six of them + 3 P_i of 544
     assert metrics["exchange_params"] == 6 * 5_920 + 3 * 544
     comparison = metrics["comparison"]

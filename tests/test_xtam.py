@@ -44,7 +44,7 @@ def _reference_correlation(branch: CorrelationBranch, x: torch.Tensor, y: torch.
 
 
 def test_paper_pair_parameter_count() -> None:
-    # extractor 147,584 + SA 147,456 + correlation 50,048 + fusion 24,832 (densemtl.md §2)
+    # extractor 147,584 + SA 147,456 + correlation 50,048 + fusion 24,832 (docs/faithfulness.md)
     with torch.device("meta"):
         xtam = XTAM(128)
     assert _count(xtam.extractor) == 147_584

@@ -1,4 +1,4 @@
-"""Datasets that return the data contract (DESIGN.md): the toy scenes and the real-data loaders."""
+"""Datasets that return the data contract (docs/real_datasets.md): the toy scenes and the real-data loaders."""
 
 from densemtl_lab.data.toy import ToyScenes
 from densemtl_lab.data.toy_scene import TOY_CLASS_IDS

@@ -1,8 +1,9 @@
 """Datasets from a `DataConfig`: the toy scenes or one of the real loaders, with the training augmentation.
 
 The real loaders are imported only when asked for, so the toy lessons never touch their code. The
-training split gets the reference's augmentation (random horizontal flip, reference/densemtl.md §6) and,
-for the VKITTI2 -> Cityscapes recipe, a random crop (§8); other splits are only resized by their loader.
+training split gets the reference's augmentation (random horizontal flip, as in the official
+`dataset/base.py`) and, for the VKITTI2 -> Cityscapes recipe, a random crop (`configs/da/vk2cs/fs_bs2.yml`);
+other splits are only resized by their loader.
 Random transforms draw from torch's global generator: the trainer restores it on resume, and a
 DataLoader seeds it per worker.
 """

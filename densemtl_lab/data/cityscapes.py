@@ -1,4 +1,4 @@
-"""Cityscapes: images, fine labels and stereo depth (reference/datasets.md A1, densemtl.md §7).
+"""Cityscapes: images, fine labels and stereo depth (docs/real_datasets.md; the official `dataset/cityscapes.py`).
 
 Layout under `root` (stem = `<city>_<seq>_<frame>`), from the official `*_trainvaltest.zip` archives:
     leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png      (or leftImg8bit_small/, downscaled)

@@ -2,7 +2,7 @@
 
 The toy scenes use Cityscapes train ids too, so one palette and one metric code serve every dataset.
 Label-id maps are from the Cityscapes label table (cityscapesScripts) and the DenseMTL loaders
-(reference/datasets.md A1); everything not listed maps to the ignore index.
+(`dataset/semseg/mappings.py`); everything not listed maps to the ignore index.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tiny fixtures of the real datasets, written in each exact official format (datasets.md A7).
+"""Tiny fixtures of the real datasets, written in each exact official format (docs/real_datasets.md).
 
 The tests and notebook 01 use them to show how real data plugs in without downloading anything.
 Each writer renders a few small toy street scenes (`toy_scene`, `toy_render`: the same scenes as

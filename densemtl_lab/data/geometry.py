@@ -1,9 +1,9 @@
 """Camera geometry shared by every dataset: intrinsics, back-projection, normals and edges.
 
-Conventions (DESIGN.md data contract): OpenCV camera frame, x right, y down, z forward; pixel
+Conventions (the data contract, docs/real_datasets.md): OpenCV camera frame, x right, y down, z forward; pixel
 (u, v) has its centre at (u + 0.5, v + 0.5); depth is metric z-depth (not ray length), 0 where
 invalid. Normals and edges that a dataset lacks are derived here, after resizing, with the
-intrinsics scaled to the working size (datasets.md A5; the reference feeds inverse depth and
+intrinsics scaled to the working size (docs/faithfulness.md, "Data"; the reference feeds inverse depth and
 unscaled K instead, which gives non-metric normals).
 """
 

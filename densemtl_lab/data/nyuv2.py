@@ -1,4 +1,4 @@
-"""NYUv2, the multi-task release NYUD_MT (795 train / 654 val, 425 x 560) (datasets.md A4, densemtl.md §7).
+"""NYUv2, the multi-task release NYUD_MT (795 train / 654 val, 425 x 560) (docs/real_datasets.md).
 
 Layout under `root` (the ATRC / MTI-Net tarball; DenseMTL's code expects .png where it has .npy):
     gt_sets/{train,val}.txt      one sample id per line

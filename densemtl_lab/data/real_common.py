@@ -1,4 +1,4 @@
-"""Shared machinery of the real-dataset loaders (reference/datasets.md A, densemtl.md §7).
+"""Shared machinery of the real-dataset loaders (docs/real_datasets.md; the official `dataset/base.py`).
 
 A loader subclasses `RealDataset` and answers three questions: which archives its root must hold
 (`archives`), which files make up a split (`list_samples`), and how to read one sample's files
@@ -164,7 +164,7 @@ def listing_sha256(samples: Iterable[SampleFiles], root: Path) -> str:
 # --- the base dataset -----------------------------------------------------------------------------
 
 class RealDataset(Dataset):
-    """Base of the real-dataset loaders: returns data-contract samples (DESIGN.md)."""
+    """Base of the real-dataset loaders: returns data-contract samples (docs/real_datasets.md)."""
 
     domain: str
     #: Tasks read from files; the others of TASK_ORDER are derived (normals, edges).

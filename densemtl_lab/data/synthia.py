@@ -1,4 +1,4 @@
-"""SYNTHIA-RAND-CITYSCAPES: 9,400 synthetic frames, 16 classes and depth (datasets.md A2, densemtl.md §7).
+"""SYNTHIA-RAND-CITYSCAPES: 9,400 synthetic frames, 16 classes and depth (docs/real_datasets.md).
 
 Layout under `root` (7-digit names, 1280 x 760):
     RGB/0000000.png

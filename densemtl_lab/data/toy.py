@@ -1,7 +1,7 @@
 """Procedural toy urban scenes with exact labels for all four tasks, in two domains.
 
 Why: the lessons need data that trains in minutes on a laptop CPU, with perfect depth, normals
-and edges, and a controllable domain gap for adaptation (reference/datasets.md C).
+and edges, and a controllable domain gap for adaptation (docs/benchmarks.md has the timings).
 
 Scene model (`toy_scene.py`): a straight street seen from a car. Ground plane with the road and
 terrain beyond it; box sidewalks with 0.15 m kerbs; box buildings in segments along both sides

@@ -3,7 +3,7 @@
 The ray of pixel (u, v) is d_c = K^-1 [u + .5, v + .5, 1] in the camera frame (z = 1), rotated
 into the world by the pitch, d_w = R d_c. A hit at parameter t is the point t d_w, whose camera
 z-depth is t itself (d_c has z = 1), so the z-buffer stores camera z-depth directly, as VKITTI2
-and stereo depth do (reference/datasets.md C). Since the pitch turns about x, d_w.x depends on
+and stereo depth do (docs/real_datasets.md). Since the pitch turns about x, d_w.x depends on
 the column only and d_w.y, d_w.z on the row only: slab tests of boxes and the ground plane need
 only per-row and per-column vectors, broadcast into 2-D where they meet.
 

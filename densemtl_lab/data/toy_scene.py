@@ -1,6 +1,6 @@
 """Scene sampling for the toy urban scenes: the camera, the street and the objects along it.
 
-A scene is a straight street seen from a car (reference/datasets.md C). World frame = the camera
+A scene is a straight street seen from a car (the scene model of `densemtl_lab.data.toy`). World frame = the camera
 frame before its pitch: x right, y down, z forward, camera at the origin, ground plane at y = +h.
 Every object is an analytic primitive that the ray caster in `toy_render.py` intersects exactly:
 - axis-aligned boxes: sidewalks (0.15 m kerbs), buildings, vehicle bodies and cabins, pole signs;

@@ -1,6 +1,6 @@
-"""Joint transforms on data-contract samples: resize, random crop, horizontal flip (densemtl.md §6-7).
+"""Joint transforms on data-contract samples: resize, random crop, horizontal flip (the reference's `dataset/base.py`).
 
-Each transform takes a sample dict (DESIGN.md data contract) and returns a new one in which every
+Each transform takes a sample dict (the data contract, docs/real_datasets.md) and returns a new one in which every
 map moves together: the image, `semseg`, `depth`, `normals`, `edges`, and the intrinsics `K`.
 Keys that are not maps (`name`, `domain`) pass through. The reference resizes RGB with
 antialiasing and labels with nearest, and flips with p = 0.5, negating the normals' x.

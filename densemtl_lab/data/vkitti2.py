@@ -1,4 +1,4 @@
-"""Virtual KITTI 2 (v2.0.3): colour-coded classes and z-depth in centimetres (datasets.md A3, densemtl.md §7).
+"""Virtual KITTI 2 (v2.0.3): colour-coded classes and z-depth in centimetres (docs/real_datasets.md).
 
 Layout under `root` (1242 x 375 frames), from the rgb, classSegmentation, depth and textgt archives:
     Scene<NN>/<variation>/frames/rgb/<camera>/rgb_<frame:05d>.jpg

@@ -1,7 +1,7 @@
 """The baselines DenseMTL is compared with, built from the same encoder and decoder parts.
 
-Reference notes densemtl.md §9 (the official code's `models/multitask.py`, `padnet.py`,
-`padnetplus.py`):
+From the official code's `models/multitask.py`, `models/padnet.py` and `models/padnetplus.py` (see
+docs/faithfulness.md, "Baselines"):
 
 - `SingleTaskNet` ("stl"): encoder + the DenseMTL U-Net decoder for one task, both scales.
 - `DeepLabSingleTask` ("stl-deeplab"): the paper's STL, encoder + DeepLabv3 head (ASPP 12/24/36,

@@ -1,6 +1,6 @@
 """One task's decoder: ASPP on the last encoder level, then a U-Net back to full resolution.
 
-Implements DenseMTL §1 "Task decoder" (reference notes densemtl.md §1, the monodepth2 / 3-Ways
+Implements the paper's task decoder (the official `vendor/monodepth2/decoder.py`, the monodepth2 / 3-Ways
 DecoderHead with `intermediate_aspp`). Level i (4..0) runs conv0, a x2 nearest upsampling (levels
 3..0; level 4 needs none because f4 and f3 are both at stride 16), concatenates the encoder skip
 f_{i-1} (levels 4..1) and runs conv1. With widths w (indexed by level) and encoder channels c:
@@ -111,7 +111,7 @@ def head_in_float32(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 class TaskDecoder(nn.Module):
-    """ASPP + U-Net decoder of one task with 1x1 heads at H/2 (scale 1) and H (scale 0) (§1)."""
+    """ASPP + U-Net decoder of one task with 1x1 heads at H/2 (scale 1) and H (scale 0) (docs/faithfulness.md)."""
 
     def __init__(
         self, encoder_channels: Sequence[int], out_channels: int, config: DecoderConfig = DecoderConfig()

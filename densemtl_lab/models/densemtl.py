@@ -1,6 +1,6 @@
 """DenseMTL: a shared encoder, one decoder per task, and the mTEB exchange at H/2.
 
-Implements the paper's full model (DenseMTL, WACV 2023; reference notes densemtl.md §1-3):
+Implements the paper's full model (DenseMTL, WACV 2023, method section; the official `models/ours_xatt.py`):
 
     image -> ResNetEncoder -> per task: decoder levels 4..1 -> f_i at H/2 -> head -> scale 1
                                        mTEB({f_i}) -> f~_i -> decoder level 0 -> head -> scale 0

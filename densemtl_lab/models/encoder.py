@@ -1,7 +1,8 @@
 """The shared encoder: a torchvision ResNet with a dilated layer4 and five feature levels.
 
-Implements DenseMTL §1 "Encoder" (reference notes densemtl.md §1): the image is normalised the
-monodepth2 way, (x - 0.45) / 0.225, and the network returns
+Implements the paper's shared encoder (the official `models/parts.py` and
+`vendor/monodepth2/resnet_encoder.py`): the image is normalised the monodepth2 way, (x - 0.45) / 0.225,
+and the network returns
 
 | level | from              | stride | channels (18/34) | channels (50/101) |
 |-------|-------------------|--------|------------------|-------------------|
@@ -153,7 +154,7 @@ def _summarise(keys: Sequence[str], most: int = 8) -> str:
 
 
 class ResNetEncoder(nn.Module):
-    """ResNet trunk (no avgpool/fc) with output stride 16, returning the five levels f0..f4 (§1).
+    """ResNet trunk (no avgpool/fc) with output stride 16, returning the five levels f0..f4 (docs/faithfulness.md).
 
     `weights`: None (random), "imagenet" (torchvision's weights API) or a path to a torchvision-style
     ResNet state dict (loaded with weights_only=True, strictly; the classifier's fc.* keys are ignored).
@@ -234,7 +235,7 @@ class MultiTaskNetwork(nn.Module):
         return TASKS[task].out_channels(self.num_classes)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """{"backbone": encoder parameters, "default": everything else} (reference LR groups, §6)."""
+        """{"backbone": encoder parameters, "default": everything else} (the reference's `optim/param_groups.py`)."""
         backbone = list(self.encoder.parameters())
         in_backbone = {id(p) for p in backbone}
         return {"backbone": backbone, "default": [p for p in self.parameters() if id(p) not in in_backbone]}

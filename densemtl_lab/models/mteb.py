@@ -1,6 +1,6 @@
 """mTEB, the multi-task exchange block: every task's H/2 feature refined by all the others.
 
-Implements the paper's mTEB (DenseMTL, WACV 2023, method section; reference notes densemtl.md §3).
+Implements the paper's mTEB (DenseMTL, WACV 2023, method section; the official `models/ours_xatt.py`).
 For each target task i, with f_{j->i} = xTAM_{i<-j}(f_i, f_j):
 
 - `add` (the paper and every released config): f~_i = f_i + P_i(concat_j f_{j->i})
@@ -35,7 +35,7 @@ def pair_name(target: str, source: str) -> str:
 
 
 class MultiTaskExchangeBlock(nn.Module):
-    """T(T-1) xTAMs and one projection P_i per target: {task: f_i} -> {task: f~_i} (§3)."""
+    """T(T-1) xTAMs and one projection P_i per target: {task: f_i} -> {task: f~_i} (the paper's mTEB)."""
 
     def __init__(
         self, tasks: str | Sequence[str], channels: int, xtam: XTAMConfig = XTAMConfig(), mode: str = "add"

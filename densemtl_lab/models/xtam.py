@@ -1,6 +1,6 @@
 """xTAM, the cross-task attention module: what task j has to tell task i, as a feature f_{j->i}.
 
-Implements the paper's xTAM (DenseMTL, WACV 2023, method section; reference notes densemtl.md §2).
+Implements the paper's xTAM (DenseMTL, WACV 2023, method section; the official `models/components.py`).
 There is one xTAM per ordered pair (target i <- source j). Both inputs are decoder features at H/2
 with C channels:
 
@@ -140,7 +140,7 @@ class CorrelationBranch(nn.Module):
 
 
 class XTAM(nn.Module):
-    """Cross-task attention for one ordered pair (target i <- source j), giving f_{j->i} (notes §2)."""
+    """Cross-task attention for one ordered pair (target i <- source j), giving f_{j->i} (the paper's xTAM)."""
 
     def __init__(self, channels: int, config: XTAMConfig = XTAMConfig()) -> None:
         super().__init__()

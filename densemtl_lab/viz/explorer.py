@@ -1,7 +1,7 @@
 """The attention explorer: what one trained DenseMTL's xTAMs looked at, for one image (notebook 05).
 
-The mTEB (DenseMTL, WACV 2023, method section; reference notes densemtl.md §2-3) holds one xTAM per
-ordered task pair (target i <- source j). For a query pixel of the target, the xTAM's correlation
+The mTEB (DenseMTL, WACV 2023, method section; docs/faithfulness.md, "xTAM" and "mTEB") holds one
+xTAM per ordered task pair (target i <- source j). For a query pixel of the target, the xTAM's correlation
 branch spreads one softmax over the source's positions on a coarse grid (H/2/ds x W/2/ds):
 A = softmax(Q K^T / sqrt(C)), each row summing to 1. The self-attention branch gates the source
 feature with sigmoid(conv3x3'(g)), one gate per source position whatever the query. Both are fused

@@ -1,4 +1,4 @@
-"""The results table and interactive loss curves of notebooks 04 and 07 (DenseMTL §5: delta_m).
+"""The results table and interactive loss curves of notebooks 04 and 07 (delta_m: docs/faithfulness.md).
 
 A results row summarises one model on one task set over one or more seeds:
 
