@@ -161,6 +161,15 @@ def test_resuming_a_finished_run_trains_no_more(smoke_run):
     assert resumed.metrics == result.metrics and len(resumed.history.steps) == 4
 
 
+@pytest.mark.parametrize("amp", ["auto", "off"])
+def test_two_runs_with_the_same_seed_and_profile_give_the_same_weights_and_metrics(amp):
+    config = override(SMOKE, f"train.amp={amp}", "train.seed=3")
+    first, second = train(config), train(config)
+    assert first.metrics == second.metrics
+    for (name, a), b in zip(first.model.state_dict().items(), second.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_resuming_with_a_checkpoint_that_does_not_fit_names_the_file(smoke_run, tmp_path):
     config, run_dir, _ = smoke_run
     copy = shutil.copytree(run_dir, tmp_path / "run")
