@@ -140,18 +140,26 @@ def _evaluation_config(config: ExperimentConfig, args: argparse.Namespace) -> Ex
     return override(config, "train.eval_batches=null", *device, *args.assignments)
 
 
-def _run_eval(args: argparse.Namespace) -> int:
-    from densemtl_lab.atomic import write_json_atomic
+def _trained_model_on_split(args: argparse.Namespace) -> tuple[Any, ExperimentConfig, Any, Any]:
+    """(model on its device, evaluation config, device, dataset of `args.split`) for `args.checkpoint`."""
     from densemtl_lab.data.build import build_dataset
     from densemtl_lab.distributed import ProcessContext, process_device
-    from densemtl_lab.train import evaluate_model, load_trained_model
+    from densemtl_lab.train import load_trained_model
 
     model, config, _ = load_trained_model(args.checkpoint)
     config = _evaluation_config(config, args)
     device = process_device(ProcessContext(), config.train.device)
     target = "target" if config.data.target_dataset else None
     dataset = build_dataset(config.data, args.split, target, config.model.task_names)
-    metrics = evaluate_model(model.to(device), dataset, config, device, reference_quirks=args.reference_quirks)
+    return model.to(device), config, device, dataset
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from densemtl_lab.atomic import write_json_atomic
+    from densemtl_lab.train import evaluate_model
+
+    model, config, device, dataset = _trained_model_on_split(args)
+    metrics = evaluate_model(model, dataset, config, device, reference_quirks=args.reference_quirks)
     out = args.out if args.out is not None else args.checkpoint.with_suffix(".metrics.json")
     write_json_atomic(out, {"checkpoint": str(args.checkpoint), "split": args.split, "images": len(dataset),
                             "reference_quirks": args.reference_quirks, "metrics": metrics})
@@ -173,17 +181,10 @@ def _add_diagnose(parser: argparse.ArgumentParser) -> None:
 
 def _run_diagnose(args: argparse.Namespace) -> int:
     from densemtl_lab.atomic import write_json_atomic
-    from densemtl_lab.data.build import build_dataset
     from densemtl_lab.diagnostics import diagnose
-    from densemtl_lab.distributed import ProcessContext, process_device
-    from densemtl_lab.train import load_trained_model
 
-    model, config, _ = load_trained_model(args.checkpoint)
-    config = _evaluation_config(config, args)
-    device = process_device(ProcessContext(), config.train.device)
-    target = "target" if config.data.target_dataset else None
-    dataset = build_dataset(config.data, args.split, target, config.model.task_names)
-    report = diagnose(model.to(device), dataset, config, device, entropy_images=args.images)
+    model, config, device, dataset = _trained_model_on_split(args)
+    report = diagnose(model, dataset, config, device, entropy_images=args.images)
     out = args.out if args.out is not None else args.checkpoint.with_suffix(".diagnostics.json")
     write_json_atomic(out, {"checkpoint": str(args.checkpoint), "split": args.split, **report})
     print(json.dumps({key: report[key] for key in ("alpha", "entropy", "main_metric_change")}, indent=2))
