@@ -33,6 +33,11 @@ MODEL_NAMES = ("stl", "stl-deeplab", "mtl", "padnet", "3ways", "densemtl")
 DATASET_NAMES = ("toy", "cityscapes", "synthia", "vkitti2", "nyuv2")
 #: Domain adaptation methods (`densemtl_lab.uda`): source-only, the two unsupervised ones, labelled target.
 ADAPT_METHODS = ("none", "adversarial", "entropy", "oracle")
+#: Gradient aggregators of the shared encoder (`densemtl_lab.aggregation`, through torchjd; named
+#: here so that configs load without it; tests/test_aggregation.py checks that both agree). `none`:
+#: the ordinary backward of the weighted sum of the task losses.
+AGGREGATOR_NAMES = ("none", "sum", "mean", "mgda", "pcgrad", "cagrad", "imtl-g", "aligned-mtl", "nash-mtl",
+                    "upgrad")
 #: Fields that may differ when a run folder is resumed (they change how, not what, is trained).
 RESUMABLE_CHANGES = frozenset({
     "train.steps", "train.quiet", "train.device", "train.num_threads", "data.num_workers",
@@ -207,6 +212,9 @@ class TrainConfig:
     channels_last: bool = False
     num_threads: int | None = None       # CPU threads (None: torch's default, divided among DDP ranks)
     weighting: str = "fixed"             # fixed | uncertainty | dwa
+    # none (the weighted sum's backward) | a gradient aggregator of the shared encoder (AGGREGATOR_NAMES,
+    # densemtl_lab.aggregation): needs weighting=fixed, several tasks, no fp16, one process
+    aggregator: str | None = "none"      # null (what `-p train.aggregator=none` reads as) is stored as "none"
     loss_weights: dict[str, float] | None = None  # fixed weights (None: tasks.default_weights)
     depth_loss: str = "berhu"            # berhu | l1
     quiet: bool = False                  # no progress bar
@@ -220,6 +228,16 @@ class TrainConfig:
                f"train.amp={self.amp!r} must be auto, off, bf16 or fp16")
         _check(self.weighting in ("fixed", "uncertainty", "dwa"),
                f"train.weighting={self.weighting!r} must be fixed, uncertainty or dwa")
+        if self.aggregator is None:
+            object.__setattr__(self, "aggregator", "none")
+        _check(self.aggregator in AGGREGATOR_NAMES,
+               f"train.aggregator={self.aggregator!r} is unknown; use one of {', '.join(AGGREGATOR_NAMES)}")
+        _check(self.aggregator == "none" or self.weighting == "fixed",
+               f"train.aggregator={self.aggregator!r} combines the task gradients itself; it takes the fixed "
+               f"loss weights, not train.weighting={self.weighting!r} (a second balancing on top of it)")
+        _check(self.aggregator == "none" or self.amp != "fp16",
+               f"train.aggregator={self.aggregator!r} cannot run with train.amp='fp16': the gradient scaler "
+               "scales the losses, which the aggregators do not undo; use bf16 or off")
         _check(self.depth_loss in ("berhu", "l1"),
                f"train.depth_loss={self.depth_loss!r} must be berhu or l1")
         _check(self.num_threads is None or self.num_threads >= 1,
@@ -270,6 +288,13 @@ class ExperimentConfig:
         _check(method != "entropy" or "semseg" in tasks,
                f"adapt.method='entropy' minimises the semseg entropy; model.tasks={self.model.tasks} "
                "has no S")
+        aggregator = self.train.aggregator
+        _check(aggregator == "none" or len(tasks) >= 2,
+               f"train.aggregator={aggregator!r} combines the gradients of several tasks; model.tasks="
+               f"{self.model.tasks} has one")
+        _check(aggregator == "none" or method not in ("adversarial", "entropy"),
+               f"train.aggregator={aggregator!r} with adapt.method={method!r} is not supported: the "
+               "adaptation losses would reach the encoder unaggregated")
         if self.train.loss_weights is not None:
             _check(set(self.train.loss_weights) == set(tasks),
                    f"train.loss_weights names {sorted(self.train.loss_weights)}; give one weight per "

@@ -33,7 +33,7 @@ import shutil
 import signal
 import threading
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -402,6 +402,23 @@ class Trainer:
                           if optim.scheduler_step else None)
         self.amp_dtype = autocast_dtype(self.config.train.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
+        self.aggregation = self._build_aggregation()
+
+    def _build_aggregation(self) -> Any:
+        """The torchjd gradient aggregation of `train.aggregator` (densemtl_lab.aggregation), or None."""
+        name = self.config.train.aggregator
+        if name == "none":
+            return None
+        if self.context.enabled:
+            raise ConfigError(f"train.aggregator={name!r} trains in one process; several processes (torchrun) "
+                              "are not supported: DistributedDataParallel reduces .grad during backward, "
+                              "before the Jacobian is aggregated")
+        if self.scaler is not None:
+            raise ConfigError(f"train.aggregator={name!r} cannot run with fp16 autocast and its gradient scaler "
+                              "(train.amp=auto chose fp16: this GPU has no bf16); set train.amp=off")
+        from densemtl_lab.aggregation import GradientAggregation  # imports torchjd only when used
+
+        return GradientAggregation(name, self.model, self.criterion, self.tasks)
 
     def training_loader(self, dataset: Dataset, seed: int
                         ) -> tuple[DataLoader, distributed.EpochSampler, torch.Generator]:
@@ -457,7 +474,8 @@ class Trainer:
                 "criterion": self.criterion.state_dict(),
                 "rng": capture_rng(), "data": {"epoch": epoch, "batch": batch},
                 "history": self.history.to_dict(),
-                "adaptation": None if self.adaptation is None else self.adaptation.state_dict()}
+                "adaptation": None if self.adaptation is None else self.adaptation.state_dict(),
+                "aggregator": None if self.aggregation is None else self.aggregation.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any], source: str = "checkpoint") -> None:
         """Continue from a `state_dict()` (the model is loaded strictly; errors name `source`)."""
@@ -470,6 +488,8 @@ class Trainer:
         self.criterion.load_state_dict(state["criterion"])
         if self.adaptation is not None:
             self.adaptation.load_state_dict(state["adaptation"])
+        if self.aggregation is not None:
+            self.aggregation.load_state_dict(state.get("aggregator"))
         restore_rng(state["rng"])
         self.step = int(state["step"])
         self.history = History.from_dict(state["history"])
@@ -491,19 +511,25 @@ class Trainer:
         return ["loss", *(f"loss/{task}" for task in self.tasks), *extra]
 
     def train_step(self, batch: Batch) -> list[float]:
-        """Forward, loss, backward (+ adaptation), clip, update; returns the `loss_names` values (one host sync)."""
+        """Forward, loss, backward (+ adaptation), clip, update; returns the `loss_names` values (one host sync).
+
+        With `train.aggregator` the losses are checked first and the backward is torchjd's
+        (`GradientAggregation.backward`): the aggregated Jacobian for the encoder, the task-side
+        gradients for everything else; clipping and the update are the same.
+        """
         batch = to_device(batch, self.device, self.channels_last)
-        with self.autocast():
+        with self.autocast(), self.aggregation.capture() if self.aggregation is not None else nullcontext():
             outputs = self.network(batch["image"])
             total, parts = self.criterion(outputs, batch)
         self.optimizer.zero_grad(set_to_none=True)
-        self.backward(total)
-        extra = self.adaptation.backward(batch, outputs) if self.adaptation is not None else {}
-        distributed.average_gradients(self.criterion.parameters(), self.context)
-        values = torch.stack([total.detach(), *(parts[task] for task in self.tasks), *extra.values()]).float()
-        values = distributed.all_reduce_mean(values, self.context).tolist()
-        if not all(math.isfinite(value) for value in values):
-            raise NonFiniteLossError(self._non_finite_message(values))
+        if self.aggregation is not None:
+            values = self._checked_loss_values(total, parts, {})  # before the solvers see a NaN
+            self.aggregation.backward()
+        else:
+            self.backward(total)
+            extra = self.adaptation.backward(batch, outputs) if self.adaptation is not None else {}
+            distributed.average_gradients(self.criterion.parameters(), self.context)
+            values = self._checked_loss_values(total, parts, extra)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         if self.config.optim.clip_grad_norm is not None:
@@ -518,6 +544,15 @@ class Trainer:
             self.scaler.update()
         if self.scheduler is not None:
             self.scheduler.step()
+        return values
+
+    def _checked_loss_values(self, total: torch.Tensor, parts: Mapping[str, torch.Tensor],
+                             extra: Mapping[str, torch.Tensor]) -> list[float]:
+        """The `loss_names` values (averaged over processes; the step's host sync); NonFiniteLossError on NaN/inf."""
+        values = torch.stack([total.detach(), *(parts[task] for task in self.tasks), *extra.values()]).float()
+        values = distributed.all_reduce_mean(values, self.context).tolist()
+        if not all(math.isfinite(value) for value in values):
+            raise NonFiniteLossError(self._non_finite_message(values))
         return values
 
     def _non_finite_message(self, values: list[float]) -> str:

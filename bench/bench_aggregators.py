@@ -1,0 +1,118 @@
+"""Seconds per training step of each gradient aggregator (train.aggregator) against the plain backward; prints one JSON object.
+
+The quick profile's lesson model unless told otherwise (DenseMTL SDN, ResNet-18, widths
+(16, 32, 32, 64, 64), 64x128, batch 4, CPU). Every aggregator trains its own Trainer from the same
+seed on the same pre-rendered batches (no evaluation, no checkpoints); `none` is the ordinary
+backward of the weighted sum, the reference of `ratio`. Each row gives the median wall and CPU
+seconds of the timed steps after `--warmup` untimed ones; the aggregators run one after another,
+in the order given, each in this one process.
+
+    python bench/bench_aggregators.py                               # all offered aggregators, 5 timed steps each
+    python bench/bench_aggregators.py --aggregators none,mgda,upgrad --steps 10 --threads 1
+
+An aggregator whose solvers are missing is reported as skipped with the install command. On a busy
+machine the figures stretch (torch threads wait on each other): `--threads 1` and the CPU seconds
+are steadier, and the load averages in the report say how busy it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from densemtl_lab.aggregation import AGGREGATORS, EXTRA_INSTALL, missing_solvers
+from densemtl_lab.config import AGGREGATOR_NAMES, ExperimentConfig, get_profile, override
+from densemtl_lab.data.build import build_dataset
+from densemtl_lab.train import Trainer
+
+
+class Samples(Dataset):
+    """Pre-rendered samples held in memory."""
+
+    def __init__(self, samples: list[dict]) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.samples[index]
+
+
+def bench_config(args: argparse.Namespace, aggregator: str) -> ExperimentConfig:
+    return override(get_profile(args.profile), f"model.name={args.model}", f"model.tasks={args.tasks}",
+                    "train.device=cpu", "train.quiet=true", f"train.amp={args.amp}",
+                    f"train.aggregator={aggregator}")
+
+
+def measure(args: argparse.Namespace, aggregator: str, batches: list[dict], samples: list[dict]) -> dict:
+    """Median (wall, CPU) seconds per step of one aggregator over the timed steps."""
+    config = bench_config(args, aggregator)
+    trainer = Trainer(config, train_set=Samples(samples), val_set=Samples(samples[:config.train.batch_size]))
+    walls, cpus = [], []
+    for index, batch in enumerate(batches):
+        wall, cpu = time.perf_counter(), time.process_time()
+        trainer.train_step(batch)
+        if index >= args.warmup:
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.process_time() - cpu)
+    row = {"s_per_step": round(statistics.median(walls), 4), "cpu_s_per_step": round(statistics.median(cpus), 4),
+           "steps": [round(value, 4) for value in walls]}
+    if trainer.aggregation is not None and trainer.aggregation.last_weights is not None:
+        row["last_weights"] = dict(zip(trainer.tasks, (round(w, 4) for w in trainer.aggregation.last_weights.tolist())))
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--aggregators", default=",".join(AGGREGATOR_NAMES),
+                        help="comma-separated, 'none' first for the ratio (default: all offered)")
+    parser.add_argument("--profile", default="quick")
+    parser.add_argument("--model", default="densemtl")
+    parser.add_argument("--tasks", default="SDN")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per aggregator")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    parser.add_argument("--amp", default="off", help="train.amp (default off: float32 on any CPU)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = args.aggregators.split(",")
+    unknown = [name for name in names if name not in AGGREGATOR_NAMES]
+    if unknown:
+        parser.error(f"unknown aggregator(s) {', '.join(unknown)}; use {', '.join(AGGREGATOR_NAMES)}")
+    config = bench_config(args, "none")
+    batch_size, count = config.train.batch_size, args.warmup + args.steps
+    dataset = build_dataset(config.data, "train", tasks=config.model.task_names)
+    samples = [dataset[index] for index in range(batch_size * count)]
+    batches = [default_collate(samples[i:i + batch_size]) for i in range(0, len(samples), batch_size)]
+    report = {"device": "cpu", "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "python": platform.python_version(),
+              "profile": args.profile, "model": args.model, "tasks": config.model.tasks,
+              "size": list(config.data.size), "batch_size": batch_size, "amp": args.amp,
+              "timed_steps": args.steps, "warmup_steps": args.warmup,
+              "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "aggregators": {}}
+    for name in names:
+        missing = missing_solvers(name) if name in AGGREGATORS else []
+        if missing:
+            report["aggregators"][name] = {"skipped": f"needs {', '.join(missing)}: {EXTRA_INSTALL}"}
+            continue
+        report["aggregators"][name] = measure(args, name, batches, samples)
+    reference = report["aggregators"].get("none", {}).get("s_per_step")
+    if reference:
+        for row in report["aggregators"].values():
+            if "s_per_step" in row:
+                row["ratio"] = round(row["s_per_step"] / reference, 2)
+    report["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
