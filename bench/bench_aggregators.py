@@ -25,25 +25,14 @@ import statistics
 import time
 
 import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import default_collate
 
 from densemtl_lab.aggregation import AGGREGATORS, EXTRA_INSTALL, missing_solvers
 from densemtl_lab.config import AGGREGATOR_NAMES, ExperimentConfig, get_profile, override
 from densemtl_lab.data.build import build_dataset
 from densemtl_lab.train import Trainer
 
-
-class Samples(Dataset):
-    """Pre-rendered samples held in memory."""
-
-    def __init__(self, samples: list[dict]) -> None:
-        self.samples = samples
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> dict:
-        return self.samples[index]
+from bench_train import Samples  # bench/ is on the path when a bench script runs
 
 
 def bench_config(args: argparse.Namespace, aggregator: str) -> ExperimentConfig:
