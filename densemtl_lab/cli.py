@@ -325,7 +325,7 @@ def _run_study(args: argparse.Namespace) -> int:
     seeds = list(range(args.seeds if args.seeds is not None else spec.default_seeds))
     out = args.out if args.out is not None else Path("studies") / f"{args.name}-{args.profile}"
     outcome = run_study(spec, args.profile, out, seeds, extra=tuple(args.assignments), shard=parse_shard(args.shard),
-                        device=args.device, command=["densemtl-lab", *sys.argv[1:]], progress=not args.quiet)
+                        device=args.device, command=["densemtl-lab", *args.argv], progress=not args.quiet)
     print(f"Trained {len(outcome.trained)} run(s), {len(outcome.skipped)} already complete; "
           f"summary: {outcome.summary_path}")
     if outcome.missing:
@@ -432,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a study records as its command
     debug = os.environ.get("DENSEMTL_DEBUG") == "1"
     try:
         return args.handler(args)

@@ -205,7 +205,7 @@ class TrainConfig:
     baselines_file: str | None = None    # the baselines file for delta_m (None: the packaged one)
     seed: int = 0
     device: str = "auto"                 # auto (CUDA, else MPS, else CPU) | cpu | cuda | cuda:1 | mps
-    amp: str = "auto"                    # auto (CUDA: bf16, else fp16; CPU: bf16 if native) | off | bf16 | fp16
+    amp: str = "auto"                    # auto (bf16, else fp16, on CUDA; off elsewhere) | off | bf16 | fp16
     # channels_last pays for larger inputs (+28 % at 128x256, measured on a 2-core CPU, and on GPUs); at
     # the toy sizes the tiny dilated layer3/4 and ASPP convolutions re-lay their weights out on every call and
     # a training step was slower with it here (1 thread: smoke 0.28 vs 0.19 s, quick 1.65 vs 1.45 s).

@@ -135,23 +135,15 @@ def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `train.amp` on `device` (None: full precision).
 
-    `auto`: on CUDA bf16 where supported, else fp16; on a CPU bf16 where it has native bf16 matrix
-    instructions (AMX or AVX512-BF16: 1.2x the fp32 step of the quick profile's DenseMTL, 1.5x at
-    128x256, docs/benchmarks.md), else full precision; elsewhere full precision.
+    `auto` is bf16 on CUDA where supported, else fp16, and full precision elsewhere. bf16 on a CPU
+    with native bf16 (AMX) is faster but opt-in (`bf16`): in the 80-step quick profile 2 of 5 seeds
+    ended clearly worse than in float32 (docs/benchmarks.md, "bf16 on the CPU").
     """
-    if setting == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
-    if setting == "off":
+    if setting == "off" or (setting == "auto" and device.type != "cuda"):
         return None
+    if setting == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[setting]
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices natively (Intel AMX or AVX512-BF16), as torch sees it."""
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
 def configure_backend(device: torch.device, num_threads: int | None,

@@ -142,7 +142,8 @@ def test_the_study_command_trains_a_shard_and_reports(tmp_path, capsys):
     assert "Trained 1 run(s), 0 already complete" in printed and "6 run(s) of the study not complete" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["runs"] == {"planned": 7, "complete": 1} and summary["per_seed"] == []
-    assert summary["provenance"]["command"].startswith("densemtl-lab ")
+    assert summary["provenance"]["command"] == (f"densemtl-lab study architectures --profile smoke --seeds 1 "
+                                                f"--shard 1/7 --out {out} --device cpu --quiet")
 
 
 def test_figures_show_every_seed_and_every_interval(tmp_path):
