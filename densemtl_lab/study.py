@@ -346,7 +346,7 @@ def run_study(spec: StudySpec, profile: str, out: Path, seeds: list[int], *, ext
     runs = plan_runs(spec, seeds)
     mine = shard_of(runs, shard)
     configs = {run.name: run_config(base, run, extra) for run in runs}
-    steps = {run_config(base, run, extra).train.steps for run in runs}
+    steps = {config.train.steps for config in configs.values()}
     if len(steps) != 1:
         raise StudyError(f"the runs of study {spec.name!r} would train different numbers of steps {sorted(steps)}")
     (steps,) = steps
@@ -381,12 +381,12 @@ def write_summary(spec: StudySpec, profile: str, out: Path, runs: list[StudyRun]
                   command: list[str], timings: Mapping[str, float]) -> Path:
     """Write per_seed.csv, summary.json and the figures from the complete runs in `out`/runs."""
     results = collect_results(spec, runs, out / "runs", steps)
+    complete = sum(run_is_complete(out / "runs" / run.name, steps) for run in runs)
     rows = seed_rows(spec, results)
     summary = summarise(spec, rows)
     record = {"study": spec.name, "description": spec.description, "profile": profile, "tasks": spec.tasks,
               "steps": steps, "baseline": spec.baseline,
-              "runs": {"planned": len(runs), "complete": sum(run_is_complete(out / "runs" / r.name, steps)
-                                                             for r in runs)},
+              "runs": {"planned": len(runs), "complete": complete},
               "provenance": {**provenance(command), "seconds_per_run": dict(timings),
                              "seconds": round(sum(timings.values()), 1)},
               "per_seed": rows, **summary}
