@@ -6,6 +6,7 @@
     densemtl-lab diagnose CHECKPOINT [--out FILE]    (alpha, attention entropy, ablation costs)
     densemtl-lab predict CHECKPOINT IMAGE... [--out DIR]
     densemtl-lab study NAME [--profile quick] [--seeds 5] [--shard K/N]   (grids of runs x seeds)
+    densemtl-lab study NAME --profile course --verify [RUN]   (retrain one shipped run, compare)
     densemtl-lab run [--profile quick] [--only 03,04]      (the notebook batch runner)
     densemtl-lab profiles
     densemtl-lab notebooks refresh|check [NOTEBOOK...]  (default: notebooks/*.ipynb)
@@ -313,6 +314,11 @@ def _add_study(parser: argparse.ArgumentParser) -> None:
                         help="study folder (default studies/<name>-<profile>); runs go to <out>/runs")
     parser.add_argument("--shard", default=None, metavar="K/N",
                         help="train only the K-th of N fixed, disjoint shares of the runs (e.g. a job array)")
+    parser.add_argument("--verify", nargs="?", const="", default=None, metavar="RUN",
+                        help="retrain one run of the shipped results at its recorded config (default: the "
+                             "first compared model, first seed) into <out>/verify and compare its metrics")
+    parser.add_argument("--tolerance", type=float, default=0.05,
+                        help="--verify: largest relative difference of a main metric (default 0.05)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_common(parser)
 
@@ -322,8 +328,10 @@ def _run_study(args: argparse.Namespace) -> int:
 
     spec = get_study(args.name)
     get_profile(args.profile)  # an unknown profile stops here, before anything is created
-    seeds = list(range(args.seeds if args.seeds is not None else spec.default_seeds))
     out = args.out if args.out is not None else Path("studies") / f"{args.name}-{args.profile}"
+    if args.verify is not None:
+        return _verify_study(args, out)
+    seeds = list(range(args.seeds if args.seeds is not None else spec.default_seeds))
     outcome = run_study(spec, args.profile, out, seeds, extra=tuple(args.assignments), shard=parse_shard(args.shard),
                         device=args.device, command=["densemtl-lab", *args.argv], progress=not args.quiet)
     print(f"Trained {len(outcome.trained)} run(s), {len(outcome.skipped)} already complete; "
@@ -332,6 +340,29 @@ def _run_study(args: argparse.Namespace) -> int:
         print(f"{len(outcome.missing)} run(s) of the study not complete yet (other shards?): "
               f"{', '.join(outcome.missing[:6])}{' ...' if len(outcome.missing) > 6 else ''}")
     return 0
+
+
+def _verify_study(args: argparse.Namespace, out: Path) -> int:
+    from densemtl_lab.study import default_verify_run, load_shipped, verify_run
+
+    summary = load_shipped(args.name, args.profile)
+    run_name = args.verify or default_verify_run(summary)
+    provenance = summary["provenance"]
+    print(f"Verifying {run_name} of the shipped {args.name} study ({args.profile}), recorded on "
+          f"{provenance['date']} at commit {str(provenance['commit'])[:10]} with torch {provenance['torch']}, "
+          f"{provenance.get('threads', '?')} threads, on {provenance['machine']['cpu']}")
+    checks = verify_run(summary, run_name, out / "verify" / run_name, tolerance=args.tolerance,
+                        device=args.device)
+    for check in checks:
+        verdict = ("ok" if check.agrees else "DIFFERS") if check.main else ""
+        print(f"  {check.task}/{check.metric:<12} recorded {check.recorded:10.4f}  now {check.measured:10.4f}  "
+              f"({100 * check.relative_difference:5.2f} %) {verdict}")
+    failed = [check for check in checks if not check.agrees]
+    if failed:
+        print(f"Differs: {', '.join(f'{c.task}/{c.metric}' for c in failed)} beyond {100 * args.tolerance:g} %")
+    else:
+        print(f"Agrees: every main metric within {100 * args.tolerance:g} %")
+    return EXIT_TRAINING_FAILED if failed else 0
 
 
 # --- run and profiles ---------------------------------------------------------------------------------

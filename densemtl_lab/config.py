@@ -7,9 +7,10 @@ JSON-ish literals (numbers, true/false/null, lists, strings), never evaluated.
 
 The profiles (`PROFILES`, `get_profile`) set everything that one word in a notebook's parameters cell
 should set: `smoke` (CI, seconds), `quick` (the default: a 2-core laptop CPU, about a minute per
-training), `full` (one GPU), and `paper-<dataset>` (the settings of the official `configs/<dataset>/*.yml`
-and, for the two adaptation pairs, `configs/da/*`; see docs/faithfulness.md, "Training"). Configs are
-frozen: every change makes a new config.
+training), `course` (the shipped studies: 1,200 steps, minutes per training there), `full` (one GPU),
+and `paper-<dataset>` (the settings of the official `configs/<dataset>/*.yml` and, for the two
+adaptation pairs, `configs/da/*`; see docs/faithfulness.md, "Training"). Configs are frozen: every
+change makes a new config.
 """
 
 from __future__ import annotations
@@ -448,6 +449,13 @@ def _profiles() -> dict[str, ExperimentConfig]:
         train=TrainConfig(steps=4, batch_size=2, eval_every=4, checkpoint_every=4),
     )
     quick = ExperimentConfig(profile="quick")  # the dataclass defaults are the quick profile
+    # course: the studies' profile (docs/benchmarks.md, "A CPU profile where the exchange learns"): the
+    # quick model at 15x its steps, on the toy target-domain scenes at severity 1 (appearance gives the
+    # class away less, so the tasks lean on each other), bf16 for speed (a lesson setting).
+    course = dataclasses.replace(
+        quick, profile="course", data=DataConfig(domain="target", severity=1.0),
+        train=TrainConfig(steps=1200, eval_every=1200, checkpoint_every=300, amp="bf16"),
+    )
     full = ExperimentConfig(
         profile="full",
         data=DataConfig(size=(128, 256), train_length=20000, val_length=500, num_workers=4),
@@ -456,7 +464,7 @@ def _profiles() -> dict[str, ExperimentConfig]:
         train=TrainConfig(steps=20000, batch_size=8, eval_every=1000, checkpoint_every=1000,
                           keep_last=2, channels_last=True),
     )
-    profiles = {"smoke": smoke, "quick": quick, "full": full}
+    profiles = {"smoke": smoke, "quick": quick, "course": course, "full": full}
     # The official configs/<dataset>/*.yml: size, classes, LR default / backbone per dataset.
     paper = {"synthia": ((512, 1024), 16, 3e-4, 2e-4), "vkitti2": ((320, 1024), 14, 3e-4, 2e-4),
              "cityscapes": ((512, 1024), 16, 1e-4, 1e-5), "nyuv2": ((448, 576), 40, 3e-4, 2e-4)}

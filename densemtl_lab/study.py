@@ -66,7 +66,8 @@ class StudySpec:
         return [variant.label for variant in self.variants]
 
 
-_UDA = ("data.target_dataset=toy",)
+# The adaptation study trains on the toy source scenes whatever domain the profile trains on.
+_UDA = ("data.domain=source", "data.target_dataset=toy")
 STUDIES: dict[str, StudySpec] = {spec.name: spec for spec in (
     StudySpec(
         "architectures", "STL, MTL, PAD-Net, 3-Ways and DenseMTL on S, D, N", "SDN",
@@ -284,7 +285,7 @@ def provenance(command: list[str]) -> dict[str, Any]:
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
                         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
-            "python": platform.python_version(), "torch": torch.__version__}
+            "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -338,7 +339,7 @@ def run_study(spec: StudySpec, profile: str, out: Path, seeds: list[int], *, ext
     """Train this shard's missing runs of the study in `out`/runs, then summarise every complete run."""
     from tqdm.auto import tqdm
 
-    from densemtl_lab.train import Trainer
+    from densemtl_lab.train import Trainer, check_resumable
 
     base = get_profile(profile)
     if device is not None:
@@ -357,17 +358,92 @@ def run_study(spec: StudySpec, profile: str, out: Path, seeds: list[int], *, ext
         for run in mine:
             bar.set_postfix_str(run.name)
             if run_is_complete(runs_dir / run.name, steps):
+                check_resumable(runs_dir / run.name, configs[run.name])  # a finished run of other settings stops here
                 skipped.append(run.name)
             else:
                 started = time.perf_counter()
-                Trainer(configs[run.name], runs_dir / run.name, resume=True).fit()
-                timings[run.name] = round(time.perf_counter() - started, 1)
+                result = Trainer(configs[run.name], runs_dir / run.name, resume=True).fit()
+                # A resumed run adds the time of this part to the time its interrupted part took.
+                timings[run.name] = round(timings.get(run.name, 0.0) + time.perf_counter() - started, 1)
                 write_json_atomic(out / "timings.json", timings)
+                if result.interrupted:  # Ctrl-C: the trainer saved the run; the study stops with it
+                    raise KeyboardInterrupt
                 trained.append(run.name)
+            diagnose_run(runs_dir / run.name, configs[run.name])
             bar.update(1)
-    summary_path = write_summary(spec, profile, out, runs, steps, command or sys.argv, _read_timings(out))
+    summary_path = write_summary(spec, profile, out, runs, configs, command or sys.argv, _read_timings(out))
     missing = [run.name for run in runs if not run_is_complete(runs_dir / run.name, steps)]
     return StudyOutcome(trained, skipped, summary_path, missing)
+
+
+def diagnose_run(run_dir: Path, config: ExperimentConfig) -> Path | None:
+    """Write `run_dir`/diagnostics.json (densemtl_lab.diagnostics) for a finished DenseMTL run, once.
+
+    None for other models and for runs not finished. Entropy over the first 16 validation images.
+    """
+    path = run_dir / "diagnostics.json"
+    if config.model.name != "densemtl" or not run_is_complete(run_dir, config.train.steps):
+        return None
+    if not path.is_file():
+        from densemtl_lab.data.build import build_dataset
+        from densemtl_lab.diagnostics import diagnose
+        from densemtl_lab.distributed import ProcessContext, process_device
+        from densemtl_lab.train import load_trained_model
+
+        device = process_device(ProcessContext(), config.train.device)
+        model, _, _ = load_trained_model(run_dir / "checkpoints" / "best.pt", device)
+        target = "target" if config.data.target_dataset else None
+        dataset = build_dataset(config.data, "val", target, config.model.task_names)
+        report = diagnose(model, dataset, config, device)
+        write_json_atomic(path, {key: report[key] for key in ("alpha", "entropy", "metrics", "main_metric_change")})
+    return path
+
+
+def summarise_diagnostics(reports: Mapping[tuple[str, int], Mapping[str, Any]]) -> dict[str, Any]:
+    """Per variant, from each seed's diagnostics.json: mean |alpha| and attention entropy per pair and
+    over all pairs, and each switch's main-metric change per task (absolute, and in % of the full
+    model's value), each as mean / std / n over seeds."""
+    by_variant: dict[str, dict[int, Mapping[str, Any]]] = {}
+    for (variant, seed), report in sorted(reports.items()):
+        by_variant.setdefault(variant, {})[seed] = report
+    summary = {}
+    for variant, seeds in by_variant.items():
+        reports_ = list(seeds.values())
+        entry: dict[str, Any] = {"seeds": sorted(seeds)}
+        for key in ("alpha", "entropy"):
+            pairs = list(reports_[0][key])
+            entry[key] = {pair: describe(_present(report[key][pair] for report in reports_)) for pair in pairs}
+            entry[f"mean_{key}"] = describe(_present(_mean_or_none(report[key].values()) for report in reports_))
+        changes: dict[str, dict[str, Any]] = {}
+        for switch in reports_[0]["main_metric_change"]:
+            changes[switch] = {}
+            for task in reports_[0]["main_metric_change"][switch]:
+                main = _main_metric(task)
+                absolute = [report["main_metric_change"][switch][task] for report in reports_]
+                full = [report["metrics"]["full"][task][main] for report in reports_]
+                relative = [100 * change / value for change, value in zip(absolute, full) if value]
+                changes[switch][task] = {"change": describe(absolute), "percent": describe(relative)}
+        entry["main_metric_change"] = changes
+        summary[variant] = entry
+    return summary
+
+
+def _present(values: Iterable[float | None]) -> list[float]:
+    return [value for value in values if value is not None]
+
+
+def _mean_or_none(values: Iterable[float | None]) -> float | None:
+    present = _present(values)
+    return statistics.fmean(present) if present else None
+
+
+def _read_diagnostics(runs: list[StudyRun], runs_dir: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    reports = {}
+    for run in runs:
+        path = runs_dir / run.name / "diagnostics.json"
+        if path.is_file():
+            reports[(run.variant, run.seed)] = json.loads(path.read_text())
+    return reports
 
 
 def _read_timings(out: Path) -> dict[str, float]:
@@ -377,9 +453,14 @@ def _read_timings(out: Path) -> dict[str, float]:
         return {}
 
 
-def write_summary(spec: StudySpec, profile: str, out: Path, runs: list[StudyRun], steps: int,
-                  command: list[str], timings: Mapping[str, float]) -> Path:
-    """Write per_seed.csv, summary.json and the figures from the complete runs in `out`/runs."""
+def write_summary(spec: StudySpec, profile: str, out: Path, runs: list[StudyRun],
+                  configs: Mapping[str, ExperimentConfig], command: list[str], timings: Mapping[str, float]) -> Path:
+    """Write per_seed.csv, summary.json and the figures from the complete runs in `out`/runs.
+
+    The summary keeps every run's full config, so that `verify_run` can retrain one at its recorded
+    settings even after the profile has changed.
+    """
+    steps = configs[runs[0].name].train.steps
     results = collect_results(spec, runs, out / "runs", steps)
     complete = sum(run_is_complete(out / "runs" / run.name, steps) for run in runs)
     rows = seed_rows(spec, results)
@@ -389,7 +470,10 @@ def write_summary(spec: StudySpec, profile: str, out: Path, runs: list[StudyRun]
               "runs": {"planned": len(runs), "complete": complete},
               "provenance": {**provenance(command), "seconds_per_run": dict(timings),
                              "seconds": round(sum(timings.values()), 1)},
-              "per_seed": rows, **summary}
+              "per_seed": rows, **summary,
+              "diagnostics": summarise_diagnostics(_read_diagnostics(runs, out / "runs")),
+              "run_configs": {run.name: {"variant": run.variant, "seed": run.seed, "tasks": run.tasks,
+                                         "config": configs[run.name].to_dict()} for run in runs}}
     write_text_atomic(out / "per_seed.csv", rows_to_csv(rows))
     path = write_json_atomic(out / "summary.json", record)
     if rows:
@@ -397,3 +481,89 @@ def write_summary(spec: StudySpec, profile: str, out: Path, runs: list[StudyRun]
 
         save_study_figures(record, out / "figures")
     return path
+
+
+# --- shipped results and their verification -------------------------------------------------------------
+
+#: Where the package keeps the `course` studies' summaries (summary.json and per_seed.csv per study).
+SHIPPED_STUDIES = Path(__file__).resolve().parent / "resources" / "studies"
+
+
+def shipped_studies() -> list[str]:
+    """The "<study>-<profile>" folders the package ships."""
+    return sorted(path.parent.name for path in SHIPPED_STUDIES.glob("*/summary.json"))
+
+
+def load_shipped(name: str, profile: str = "course") -> dict[str, Any]:
+    """The shipped summary of study `name` on `profile` (StudyError naming what is shipped if none)."""
+    path = SHIPPED_STUDIES / f"{name}-{profile}" / "summary.json"
+    if not path.is_file():
+        raise StudyError(f"no shipped results for study {name!r} on profile {profile!r}; shipped: "
+                         f"{', '.join(shipped_studies()) or 'none'}")
+    return json.loads(path.read_text())
+
+
+@dataclass(frozen=True)
+class MetricCheck:
+    """One metric of a verified run: recorded, measured again, and whether they agree within tolerance."""
+
+    task: str
+    metric: str
+    recorded: float
+    measured: float
+    main: bool
+    tolerance: float
+
+    @property
+    def relative_difference(self) -> float:
+        return abs(self.measured - self.recorded) / max(abs(self.recorded), 1e-12)
+
+    @property
+    def agrees(self) -> bool:
+        """Main metrics must lie within the relative tolerance; the others are reported only."""
+        return not self.main or self.relative_difference <= self.tolerance
+
+
+def default_verify_run(summary: Mapping[str, Any]) -> str:
+    """The run `--verify` retrains by default: the first compared variant's run at its smallest recorded seed."""
+    variant = summary["comparisons"][0]["a"] if summary["comparisons"] else summary["per_seed"][0]["variant"]
+    seeds = [row["seed"] for row in summary["per_seed"] if row["variant"] == variant]
+    if not seeds:
+        raise StudyError(f"the summary of study {summary['study']!r} has no complete {variant!r} run to verify")
+    return next(name for name, run in summary["run_configs"].items()
+                if run["variant"] == variant and run["seed"] == min(seeds))
+
+
+def verify_run(summary: Mapping[str, Any], run_name: str, folder: Path, *, tolerance: float = 0.05,
+               device: str | None = None) -> list[MetricCheck]:
+    """Retrain one run of a study summary at its recorded config in `folder`; compare its metrics.
+
+    On the machine, thread count and torch version that recorded it, the run is bit-for-bit the same
+    (tests/test_train.py checks this). Elsewhere the CPU kernels add in another order and bf16 rounds
+    differently, and 1,200 optimiser steps amplify those differences: expect a few percent.
+    """
+    runs = summary.get("run_configs", {})
+    if run_name not in runs:
+        raise StudyError(f"run {run_name!r} is not in the summary of study {summary['study']!r}; its runs: "
+                         f"{', '.join(list(runs)[:8])}{' ...' if len(runs) > 8 else ''}")
+    run = runs[run_name]
+    row = next((row for row in summary["per_seed"] if (row["variant"], row["seed"]) == (run["variant"], run["seed"])),
+               None)
+    if row is None:
+        raise StudyError(f"run {run_name!r} has no recorded metrics in the summary (it was not complete)")
+    config = ExperimentConfig.from_dict(run["config"])
+    if device is not None:
+        config = override(config, f"train.device={device}")
+    from densemtl_lab.train import Trainer
+
+    if not run_is_complete(folder, config.train.steps):
+        Trainer(config, folder, resume=True).fit()
+    measured = json.loads((folder / "metrics.json").read_text())["metrics"]
+    checks = []
+    for task in parse_tasks(run["tasks"]):
+        for metric, value in measured[task].items():
+            recorded = row.get(f"{task}/{metric}")
+            if recorded is not None:
+                checks.append(MetricCheck(task, metric, float(recorded), float(value),
+                                          metric == _main_metric(task), tolerance))
+    return checks

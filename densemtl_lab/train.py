@@ -301,6 +301,22 @@ def default_run_dir(config: ExperimentConfig, root: str | Path = "runs") -> Path
     return Path(root) / f"{config.profile}-{config.model.name}-{config.model.tasks}{method}-s{config.train.seed}"
 
 
+def check_resumable(run_dir: Path, config: ExperimentConfig) -> None:
+    """RunDirError unless `run_dir`'s config.json is `config` but for RESUMABLE_CHANGES."""
+    try:
+        old = ExperimentConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    except (ValueError, OSError) as error:
+        raise RunDirError(f"cannot resume {run_dir}: its config.json is unreadable ({error}); "
+                          "pass --overwrite to start again") from None
+    if config.model.num_classes is None:  # "the dataset's classes", which the run folder stores resolved
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model,
+                                                                       num_classes=old.model.num_classes))
+    changed = [key for key in config_differences(old, config) if key not in RESUMABLE_CHANGES]
+    if changed:
+        raise RunDirError(f"cannot resume {run_dir}: its config differs in {', '.join(changed)}; "
+                          "pass --overwrite to start again or choose another --run-dir")
+
+
 def prepare_run_dir(run_dir: Path, config: ExperimentConfig, resume: bool, overwrite: bool) -> None:
     """Create `run_dir`, or check that `resume` may continue it, or clear it when `overwrite`."""
     config_file = run_dir / "config.json"
@@ -311,15 +327,7 @@ def prepare_run_dir(run_dir: Path, config: ExperimentConfig, resume: bool, overw
         if overwrite:
             shutil.rmtree(run_dir)
         elif resume:
-            try:
-                old = ExperimentConfig.from_dict(json.loads(config_file.read_text()))
-            except (ValueError, OSError) as error:
-                raise RunDirError(f"cannot resume {run_dir}: its config.json is unreadable ({error}); "
-                                  "pass --overwrite to start again") from None
-            changed = [key for key in config_differences(old, config) if key not in RESUMABLE_CHANGES]
-            if changed:
-                raise RunDirError(f"cannot resume {run_dir}: its config differs in {', '.join(changed)}; "
-                                  "pass --overwrite to start again or choose another --run-dir")
+            check_resumable(run_dir, config)
         else:
             raise RunDirError(f"run folder {run_dir} already exists; pass --resume to continue it, "
                               "--overwrite to start it again, or choose another --run-dir")

@@ -12,7 +12,7 @@ from densemtl_lab.config import (
 )
 from densemtl_lab.models import model_options
 
-EXPECTED_PROFILES = ("smoke", "quick", "full", "paper-synthia", "paper-vkitti2", "paper-cityscapes",
+EXPECTED_PROFILES = ("smoke", "quick", "course", "full", "paper-synthia", "paper-vkitti2", "paper-cityscapes",
                      "paper-nyuv2", "paper-synthia2cityscapes", "paper-vkitti22cityscapes")
 
 
@@ -73,7 +73,7 @@ def test_adaptation_profiles_take_the_reference_settings(name, source, classes):
 
 
 def test_unknown_profile_lists_the_valid_names():
-    with pytest.raises(ConfigError, match="unknown profile 'quik'; valid profiles: smoke, quick, full"):
+    with pytest.raises(ConfigError, match="unknown profile 'quik'; valid profiles: smoke, quick, course, full"):
         get_profile("quik")
 
 
@@ -188,3 +188,12 @@ def test_config_differences_lists_dotted_keys():
 def test_best_metric_defaults_to_the_first_tasks_main_metric():
     assert get_profile("smoke").best_metric == "semseg/mIoU"
     assert get_profile("smoke", tasks="DN").best_metric == "depth/rmse"
+
+
+def test_course_profile_is_the_quick_model_trained_longer_on_the_target_look():
+    course, quick = get_profile("course"), get_profile("quick")
+    assert config_differences(quick, course) == ["data.severity", "data.domain", "train.steps", "train.eval_every",
+                                                 "train.checkpoint_every", "train.amp"]
+    assert (course.data.domain, course.data.severity, course.train.steps, course.train.amp) == (
+        "target", 1.0, 1200, "bf16")
+    assert course.optim.alpha_lr is None  # the method as published: no lesson-only alpha rate

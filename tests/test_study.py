@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import statistics
@@ -134,6 +135,41 @@ def test_a_killed_study_redoes_only_the_run_in_progress(tiny_study, tmp_path, mo
 
 
 @pytest.mark.slow
+def test_a_finished_run_of_other_settings_is_not_taken_for_one_of_this_study(tiny_study):
+    out, _, _ = tiny_study
+    from densemtl_lab.train import RunDirError
+
+    with pytest.raises(RunDirError, match=r"cannot resume .*stl-S-s0: its config differs in optim.lr"):
+        run_study(TINY, "smoke", out, [0, 1], extra=("optim.lr=0.01",), device="cpu", progress=False)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_study_with_the_run_saved_and_its_time_kept(tmp_path):
+    from densemtl_lab import train
+
+    out, calls = tmp_path / "tiny", []
+    real_fit = train.Trainer.fit
+
+    def ctrl_c_at_step_2(self, *args, **kwargs):  # the trainer's own Ctrl-C path: save, then return
+        calls.append(self.run_dir.name)
+        result = real_fit(self, until=2) if len(calls) == 1 else real_fit(self, *args, **kwargs)
+        if len(calls) == 1:
+            result = dataclasses.replace(result, interrupted=True)
+        return result
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train.Trainer, "fit", ctrl_c_at_step_2)
+        with pytest.raises(KeyboardInterrupt):
+            run_study(TINY, "smoke", out, [0], device="cpu", progress=False)
+        assert calls == ["stl-S-s0"]  # nothing after the interrupted run was started
+        first = json.loads((out / "timings.json").read_text())["stl-S-s0"]
+        again = run_study(TINY, "smoke", out, [0], device="cpu", progress=False)
+    assert again.trained == ["stl-S-s0", "stl-D-s0", "mtl-s0"] and not again.missing
+    assert json.loads((out / "runs" / "stl-S-s0" / "metrics.json").read_text())["step"] == 4
+    assert json.loads((out / "timings.json").read_text())["stl-S-s0"] > first  # both parts counted
+
+
+@pytest.mark.slow
 def test_the_study_command_trains_a_shard_and_reports(tmp_path, capsys):
     out = tmp_path / "arch"
     assert main(["study", "architectures", "--profile", "smoke", "--seeds", "1", "--shard", "1/7",
@@ -163,3 +199,80 @@ def test_figures_show_every_seed_and_every_interval(tmp_path):
     assert [label.get_text() for label in paired.axes[0].get_yticklabels()] == ["mtl - stl"]
     assert [path.name for path in save_study_figures(record, tmp_path)] == ["delta_m_per_seed.png",
                                                                           "paired_differences.png"]
+
+
+#: DenseMTL against its single-task networks on S and D: a study whose DenseMTL runs are diagnosed.
+TINY_DENSE = StudySpec("tiny-dense", "STL and DenseMTL on S and D", "SD",
+                       (Variant("stl", ("model.name=stl",)), Variant("densemtl", ("model.name=densemtl",))),
+                       baseline="stl", comparisons=(("densemtl", "stl"),), default_seeds=1)
+
+
+@pytest.fixture(scope="module")
+def dense_study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study") / "tiny-dense"
+    run_study(TINY_DENSE, "smoke", out, [0], device="cpu", progress=False)
+    return out, json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_a_study_diagnoses_its_densemtl_runs_and_summarises_the_attention(dense_study):
+    out, summary = dense_study
+    assert (out / "runs" / "densemtl-s0" / "diagnostics.json").is_file()
+    assert not (out / "runs" / "stl-S-s0" / "diagnostics.json").exists()
+    report = json.loads((out / "runs" / "densemtl-s0" / "diagnostics.json").read_text())
+    diagnostics = summary["diagnostics"]["densemtl"]
+    assert list(summary["diagnostics"]) == ["densemtl"] and diagnostics["seeds"] == [0]
+    assert set(diagnostics["alpha"]) == {"semseg<-depth", "depth<-semseg"}
+    assert diagnostics["alpha"]["depth<-semseg"]["mean"] == report["alpha"]["depth<-semseg"]
+    assert diagnostics["mean_entropy"]["mean"] == pytest.approx(statistics.fmean(report["entropy"].values()))
+    depth_off = diagnostics["main_metric_change"]["no correlation"]["depth"]
+    full_rmse = report["metrics"]["full"]["depth"]["rmse"]
+    assert depth_off["change"]["mean"] == report["main_metric_change"]["no correlation"]["depth"]
+    assert depth_off["percent"]["mean"] == pytest.approx(100 * depth_off["change"]["mean"] / full_rmse)
+
+
+@pytest.mark.slow
+def test_verify_retrains_a_recorded_run_and_finds_the_same_metrics(dense_study, tmp_path):
+    _, summary = dense_study
+    assert study.default_verify_run(summary) == "densemtl-s0"
+    checks = study.verify_run(summary, "densemtl-s0", tmp_path / "again", tolerance=0.0)
+    assert {(check.task, check.metric) for check in checks if check.main} == {("semseg", "mIoU"), ("depth", "rmse")}
+    assert all(check.measured == check.recorded and check.agrees for check in checks)  # same machine: bit for bit
+    with pytest.raises(StudyError, match="run 'mtl-s0' is not in the summary of study 'tiny-dense'"):
+        study.verify_run(summary, "mtl-s0", tmp_path / "other")
+
+
+def test_a_metric_check_fails_only_a_main_metric_beyond_the_tolerance():
+    assert not study.MetricCheck("depth", "rmse", 4.0, 4.3, True, 0.05).agrees  # 7.5 %
+    assert study.MetricCheck("depth", "rmse", 4.0, 4.1, True, 0.05).agrees  # 2.5 %
+    assert study.MetricCheck("depth", "abs_rel", 0.1, 0.2, False, 0.05).agrees  # reported only
+
+
+def test_verify_without_shipped_results_names_what_is_shipped(capsys):
+    assert main(["study", "weighting", "--profile", "smoke", "--verify"]) == 2
+    error = capsys.readouterr().err
+    assert "no shipped results for study 'weighting' on profile 'smoke'; shipped: " in error
+
+
+@pytest.mark.parametrize("folder", study.shipped_studies())
+def test_a_shipped_summary_recomputes_exactly_from_its_per_seed_rows(folder):
+    name, profile = folder.split("-", 1)[0], folder.split("-", 1)[1]
+    summary = study.load_shipped(name, profile)
+    spec = get_study(summary["study"])
+    rows = summary["per_seed"]
+    results = {(row["variant"], row["seed"]): _nested(row) for row in rows}
+    assert seed_rows(spec, results) == rows  # every delta_m from the metrics beside it
+    recomputed = summarise(spec, rows)
+    assert recomputed["variants"] == summary["variants"] and recomputed["comparisons"] == summary["comparisons"]
+    with open(study.SHIPPED_STUDIES / folder / "per_seed.csv") as table:
+        assert list(csv.DictReader(table)) == [{key: ("" if value is None else str(value))
+                                                for key, value in row.items()} for row in rows]
+
+
+def _nested(row):
+    metrics = {}
+    for key, value in row.items():
+        if "/" in key:
+            task, metric = key.split("/")
+            metrics.setdefault(task, {})[metric] = value
+    return metrics
