@@ -19,10 +19,12 @@ from densemtl_lab.viz.explorer import (
     attention_explorer,
     branch_map,
     figure_png,
+    load_caches,
     query_cell,
     query_points,
     render_attention,
     render_query_grid,
+    save_caches,
     show_maps,
     show_pair_statistics,
 )
@@ -222,3 +224,23 @@ def test_pair_statistics_show_entropy_and_alpha(cache: AttentionCache) -> None:
     widths = [bar.get_width() for bar in entropy_panel.patches]
     assert widths == pytest.approx([attention_entropy(cache)[pair] for pair in cache.pairs])
     assert [bar.get_width() for bar in alpha_panel.patches] == [0.0] * 6
+
+
+def test_caches_round_trip_through_one_npz_without_pickle(cache: AttentionCache, tmp_path) -> None:
+    switched = AttentionCache.from_model(_model(correlation=False), {"image": torch.rand(3, H, W), "name": "off"})
+    about = {"checkpoint": "runs/x/checkpoints/best.pt", "seed": 3}
+    path = save_caches([cache, switched], tmp_path / "caches.npz", about)
+    loaded, loaded_about = load_caches(path)
+    assert loaded_about == about and len(loaded) == 2
+    for before, after in zip([cache, switched], loaded):
+        assert (after.name, after.tasks, after.grid, after.alpha) == (before.name, before.tasks, before.grid,
+                                                                      before.alpha)
+        np.testing.assert_array_equal(after.image, before.image)
+        for field in ("attention", "gate", "magnitude", "predictions"):
+            stored, kept = getattr(before, field), getattr(after, field)
+            assert stored.keys() == kept.keys()
+            for key in stored:
+                np.testing.assert_array_equal(kept[key], stored[key])
+    assert loaded[1].branches() == ("self_attention", "magnitude")
+    with np.load(path, allow_pickle=False) as stored:  # readable without pickle
+        assert "header" in stored.files

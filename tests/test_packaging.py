@@ -116,3 +116,17 @@ def test_make_lab_passes_the_token_through_the_environment_not_the_command_line(
     assert arguments[:4] == ["lab", "--no-browser", "--ip=127.0.0.1", "--notebook-dir=notebooks"]
     assert not [argument for argument in arguments if "token" in argument.lower() or token in argument]
     assert token not in finished.stdout + finished.stderr  # make echoes its commands
+
+
+def test_every_shipped_resource_is_in_the_package_data():
+    from fnmatch import fnmatch
+
+    patterns = _pyproject()["tool"]["setuptools"]["package-data"]["densemtl_lab"]
+    package = ROOT / "densemtl_lab"
+    shipped = [path.relative_to(package).as_posix() for path in (package / "resources").rglob("*") if path.is_file()]
+    assert "resources/baselines.json" in shipped
+    # setuptools' package-data globs: "*" stays within one folder, as fnmatch's does not, so compare per part
+    missing = [name for name in shipped
+               if not any(len(name.split("/")) == len(pattern.split("/")) and fnmatch(name, pattern)
+                          for pattern in patterns)]
+    assert not missing, f"not in pyproject's package-data, so missing from the wheel: {missing}"

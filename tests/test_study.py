@@ -276,3 +276,52 @@ def _nested(row):
             task, metric = key.split("/")
             metrics.setdefault(task, {})[metric] = value
     return metrics
+
+
+def _record(results):
+    rows = seed_rows(TINY, results)
+    return {"study": "tiny", "profile": "course", "baseline": "stl", "steps": 1200, "per_seed": rows,
+            "runs": {"planned": 6, "complete": 6},
+            "provenance": {"date": "2026-12-06T05:00:00+00:00", "commit": "abcdef123456", "seconds": 7200,
+                           "machine": {"cpu": "a test CPU"}},
+            **summarise(TINY, rows)}
+
+
+def test_findings_are_printed_from_the_record():
+    from densemtl_lab.viz.studies import interval_verdict, study_findings
+
+    results = {("stl", seed): _metrics(50.0, 10.0) for seed in range(3)}
+    results.update({("mtl", seed): _metrics(55.0 + seed, 9.0) for seed in range(3)})  # +10, +11, +12 %
+    text = study_findings(_record(results))
+    assert "Study 'tiny', profile 'course': 6 of 6 runs, seeds [0, 1, 2], 1200 steps each; 2026-12-06, " \
+           "commit abcdef1, a test CPU, 2.0 h of training." in text
+    assert "  mtl                 +11.00 ± 1.00  (n=3)" in text
+    low, high = t_interval([10.0, 11.0, 12.0])
+    assert f"mtl - stl                     +11.00  [{low:+.2f}, {high:+.2f}]    above zero (n=3)" in text
+    assert [interval_verdict(i) for i in ([1, 2], [-2, -1], [-1, 1], None)] == [
+        "above zero", "below zero", "includes zero", "one seed, no interval"]
+
+
+@pytest.mark.slow
+def test_findings_report_the_attention_of_a_diagnosed_study(dense_study):
+    from densemtl_lab.viz.studies import study_findings
+
+    _, summary = dense_study
+    text = study_findings(summary)
+    alpha = summary["diagnostics"]["densemtl"]["mean_alpha"]["mean"]
+    assert f"mean |alpha| (0 = branch closed)         {alpha:.3f}" in text
+    assert "switched off at test time, correlation     semseg " in text and "% of rmse" in text
+
+
+def test_a_learners_runs_are_drawn_beside_the_study_seeds():
+    from matplotlib.collections import PathCollection
+
+    from densemtl_lab.viz.studies import seed_points_figure
+
+    results = {("stl", seed): _metrics(50.0, 10.0) for seed in range(3)}
+    results.update({("mtl", seed): _metrics(50.0 + seed, 10.0 - seed) for seed in range(3)})
+    figure = seed_points_figure(_record(results), yours={"mtl": 4.0, "stl": 0.0}, yours_label="your quick run")
+    stars = [c for c in figure.axes[0].collections if isinstance(c, PathCollection) and c.get_label() == "your quick run"]
+    assert len(stars) == 1 and sorted(stars[0].get_offsets()[:, 1]) == [0.0, 4.0]
+    assert [text.get_text() for text in figure.axes[0].get_legend().get_texts()] == [
+        "study seeds (course)", "your quick run"]

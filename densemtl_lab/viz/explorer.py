@@ -19,8 +19,10 @@ of any resolution over the image (notebook 04's step-by-step figures).
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +35,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from densemtl_lab.atomic import write_bytes_atomic
 from densemtl_lab.models.densemtl import DenseMTL
 from densemtl_lab.models.mteb import pair_name
 from densemtl_lab.tasks import decode_prediction
@@ -143,6 +146,63 @@ class AttentionCache:
             predictions={task: colourise(task, decode_prediction(task, outputs[task][0].float())[0])
                          for task in model.tasks},
         )
+
+
+#: A trained `course` DenseMTL's caches for a few validation scenes (data_scripts/ship_course_attention.py).
+COURSE_ATTENTION = Path(__file__).resolve().parents[1] / "resources" / "course_attention.npz"
+_PAIR_FIELDS = ("attention", "gate", "magnitude")
+
+
+def save_caches(caches: Sequence[AttentionCache], path: str | Path, about: Mapping[str, Any]) -> Path:
+    """Write `caches` to one compressed .npz (plain arrays and a JSON header; no pickle), atomically.
+
+    `about` (JSON-able: where the model came from) is stored beside them; `load_caches` returns it.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    header = {"about": dict(about), "caches": []}
+    for index, cache in enumerate(caches):
+        header["caches"].append({"name": cache.name, "tasks": list(cache.tasks), "grid": list(cache.grid),
+                                 "alpha": {_pair_key(pair): value for pair, value in cache.alpha.items()}})
+        arrays[f"{index}/image"] = cache.image
+        for field in _PAIR_FIELDS:
+            for pair, values in getattr(cache, field).items():
+                arrays[f"{index}/{field}/{_pair_key(pair)}"] = values
+        for task, picture in cache.predictions.items():
+            arrays[f"{index}/predictions/{task}"] = picture
+    arrays["header"] = np.array(json.dumps(header))
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return write_bytes_atomic(Path(path), buffer.getvalue())
+
+
+def load_caches(path: str | Path = COURSE_ATTENTION) -> tuple[list[AttentionCache], dict[str, Any]]:
+    """The caches `save_caches` wrote, and its `about` record (default: the shipped course DenseMTL's)."""
+    with np.load(path, allow_pickle=False) as stored:
+        arrays = {key: stored[key] for key in stored.files}
+    header = json.loads(str(arrays.pop("header")))
+    caches = []
+    for index, entry in enumerate(header["caches"]):
+        fields: dict[str, dict[Any, np.ndarray]] = {field: {} for field in (*_PAIR_FIELDS, "predictions")}
+        for key, values in arrays.items():
+            number, field, *rest = key.split("/")
+            if int(number) == index and field in fields:
+                fields[field][_pair_from_key(rest[0]) if field in _PAIR_FIELDS else rest[0]] = values
+        caches.append(AttentionCache(
+            name=entry["name"], image=arrays[f"{index}/image"], tasks=tuple(entry["tasks"]),
+            grid=(int(entry["grid"][0]), int(entry["grid"][1])), attention=fields["attention"],
+            gate=fields["gate"], magnitude=fields["magnitude"],
+            alpha={_pair_from_key(key): float(value) for key, value in entry["alpha"].items()},
+            predictions=fields["predictions"]))
+    return caches, header["about"]
+
+
+def _pair_key(pair: Pair) -> str:
+    return f"{pair[0]}<-{pair[1]}"
+
+
+def _pair_from_key(key: str) -> Pair:
+    target, source = key.split("<-")
+    return target, source
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:

@@ -1,7 +1,8 @@
-"""Figures of a study's summary (`densemtl_lab.study`): per-seed delta_m, and paired differences.
+"""Figures and findings of a study's summary (`densemtl_lab.study`): per-seed delta_m, paired differences.
 
-Both read the summary record (summary.json's content), so a lesson can draw a shipped study and a
-learner's own one the same way.
+All read the summary record (summary.json's content), so a lesson can draw a shipped study and a
+learner's own one the same way, and print what the study found from the record (`study_findings`),
+never from prose typed beside it.
 """
 
 from __future__ import annotations
@@ -9,34 +10,46 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
 from densemtl_lab.atomic import atomic_path
+from densemtl_lab.tasks import TASKS
 
 
-def seed_points_figure(record: Mapping[str, Any]) -> Figure:
-    """delta_m of every seed as a point per variant, with the mean as a bar (a variant without delta_m is left out)."""
+def seed_points_figure(record: Mapping[str, Any], yours: Mapping[str, float] | None = None,
+                       yours_label: str = "your run") -> Figure:
+    """delta_m of every seed as a point per variant, with the mean as a bar (a variant without delta_m is left out).
+
+    `yours` ({variant: delta_m}) adds a learner's own runs as stars beside the study's seeds.
+    """
     labels = [label for label in record["variants"] if record["variants"][label].get("delta_m", {}).get("n")]
-    figure, axes = plt.subplots(figsize=(1.3 * max(len(labels), 3) + 1.5, 3.4))
+    figure = Figure(figsize=(1.3 * max(len(labels), 3) + 1.5, 3.4), layout="constrained")
+    axes = figure.subplots()
     for position, label in enumerate(labels):
         values = [row["delta_m"] for row in record["per_seed"] if row["variant"] == label and row["delta_m"] is not None]
         jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(1)
-        axes.scatter(position + jitter, values, s=22, color="tab:blue", zorder=3)
+        axes.scatter(position + jitter, values, s=22, color="tab:blue", zorder=3,
+                     label=f"study seeds ({record['profile']})" if position == 0 else None)
         axes.hlines(np.mean(values), position - 0.3, position + 0.3, color="black", linewidth=2, zorder=2)
+    mine = [(labels.index(label), value) for label, value in (yours or {}).items()
+            if label in labels and value is not None]
+    if mine:
+        axes.scatter([position + 0.3 for position, _ in mine], [value for _, value in mine], marker="*", s=110,
+                     color="tab:red", zorder=4, label=yours_label)
+        axes.legend(fontsize=8, loc="best")
     axes.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
     axes.set_xticks(range(len(labels)), labels, rotation=20)
     axes.set_ylabel("delta_m (%)")
     axes.set_title(f"study {record['study']} ({record['profile']}): delta_m per seed, vs {record['baseline']}")
-    figure.tight_layout()
     return figure
 
 
 def paired_differences_figure(record: Mapping[str, Any], metric: str = "delta_m") -> Figure:
     """Each comparison a - b of `metric`: the per-seed differences and the 95% t-interval of their mean."""
     chosen = [item for item in record["comparisons"] if item["metric"] == metric and item["n"]]
-    figure, axes = plt.subplots(figsize=(6.5, 0.55 * max(len(chosen), 2) + 1.3))
+    figure = Figure(figsize=(6.5, 0.55 * max(len(chosen), 2) + 1.3), layout="constrained")
+    axes = figure.subplots()
     for row, item in enumerate(chosen):
         axes.scatter(item["differences"], [row] * len(item["differences"]), s=16, color="tab:grey", zorder=3)
         if item["interval95"]:
@@ -48,7 +61,6 @@ def paired_differences_figure(record: Mapping[str, Any], metric: str = "delta_m"
     axes.set_yticks(range(len(chosen)), [f"{item['a']} - {item['b']}" for item in chosen])
     axes.set_xlabel(f"paired difference of {metric} (same seed)")
     axes.set_title(f"study {record['study']}: mean (diamond) and 95% t-interval over seeds")
-    figure.tight_layout()
     return figure
 
 
@@ -60,6 +72,67 @@ def save_study_figures(record: Mapping[str, Any], folder: Path) -> list[Path]:
         path = folder / f"{name}.png"
         with atomic_path(path) as temporary:
             figure.savefig(temporary, format="png", dpi=110)
-        plt.close(figure)
         paths.append(path)
     return paths
+
+
+def interval_verdict(interval: list[float] | None) -> str:
+    """Where a 95% interval lies: "above zero", "below zero", "includes zero" or "one seed, no interval"."""
+    if not interval:
+        return "one seed, no interval"
+    low, high = interval
+    return "above zero" if low > 0 else "below zero" if high < 0 else "includes zero"
+
+
+def study_findings(record: Mapping[str, Any]) -> str:
+    """What a study found, as text printed from its record: provenance, delta_m per variant, each paired
+    difference of delta_m with its interval, and DenseMTL's attention diagnostics where recorded."""
+    provenance = record["provenance"]
+    hours = provenance.get("seconds", 0) / 3600
+    seeds = sorted({row["seed"] for row in record["per_seed"]})
+    lines = [f"Study {record['study']!r}, profile {record['profile']!r}: {record['runs']['complete']} of "
+             f"{record['runs']['planned']} runs, seeds {seeds}, {record['steps']} steps each; "
+             f"{provenance['date'][:10]}, commit {str(provenance['commit'])[:7]}, {provenance['machine']['cpu']}, "
+             f"{hours:.1f} h of training.",
+             f"delta_m (%) against {record['baseline']}, mean ± sd over seeds:"]
+    for label, values in record["variants"].items():
+        described = values.get("delta_m", {})
+        if described.get("n"):
+            spread = f" ± {described['std']:.2f}" if described["std"] is not None else ""
+            lines.append(f"  {label:<18} {described['mean']:+7.2f}{spread}  (n={described['n']})")
+    lines.append("Paired differences of delta_m (a - b, same seed), mean and 95% t-interval:")
+    for item in record["comparisons"]:
+        if item["metric"] == "delta_m" and item["n"]:
+            interval = item["interval95"]
+            shown = f"[{interval[0]:+.2f}, {interval[1]:+.2f}]" if interval else "-"
+            lines.append(f"  {item['a'] + ' - ' + item['b']:<28} {item['mean']:+7.2f}  {shown:<18} "
+                         f"{interval_verdict(interval)} (n={item['n']})")
+    return "\n".join([*lines, attention_findings(record)]).rstrip("\n")
+
+
+def attention_findings(record: Mapping[str, Any]) -> str:
+    """The study's attention diagnostics of its DenseMTL runs as text ("" when it has none)."""
+    lines = []
+    for label, diagnostics in record.get("diagnostics", {}).items():
+        lines.extend(_attention_findings(label, diagnostics))
+    return "\n".join(lines)
+
+
+def _attention_findings(label: str, diagnostics: Mapping[str, Any]) -> list[str]:
+    lines = [f"{label}: attention over seeds {diagnostics['seeds']} (mean ± sd)"]
+    for key, meaning in (("mean_alpha", "mean |alpha| (0 = branch closed)"),
+                         ("mean_entropy", "mean attention entropy (1 = uniform)")):
+        described = diagnostics[key]
+        if described["n"]:
+            spread = f" ± {described['std']:.3f}" if described["std"] is not None else ""
+            lines.append(f"  {meaning:<40} {described['mean']:.3f}{spread}")
+    for switch, tasks in diagnostics["main_metric_change"].items():
+        parts = []
+        for task, change in tasks.items():  # semseg in points of mIoU, the others in % of their metric
+            main = TASKS[task].main_metric
+            value, unit = (change["change"], f"points of {main}") if task == "semseg" else (change["percent"],
+                                                                                           f"% of {main}")
+            if value["n"]:
+                parts.append(f"{task} {value['mean']:+.2f} {unit}")
+        lines.append(f"  switched off at test time, {switch[3:]:<15} {', '.join(parts)}")
+    return lines
