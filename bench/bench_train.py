@@ -78,7 +78,7 @@ class BareLoop:
         self.format = torch.channels_last if config.train.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.format).train()
         self.criterion = MultiTaskLoss(tasks, config.train.loss_weights, config.train.weighting,
-                                       config.train.depth_loss)
+                                       config.train.loss_kinds)
         groups = self.model.parameter_groups()
         self.optimizer = build_optimizer(config.optim, {"backbone": groups["backbone"],
                                                         "default": [*groups["default"], *self.criterion.parameters()]})

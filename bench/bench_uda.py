@@ -34,6 +34,7 @@ import time
 
 import torch
 
+from densemtl_lab import uda  # noqa: F401  (registers the adaptation methods with the trainer)
 from densemtl_lab.config import ADAPT_METHODS, ExperimentConfig, get_profile, override
 from densemtl_lab.data.build import build_dataset
 from densemtl_lab.train import Trainer

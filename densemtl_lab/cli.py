@@ -87,6 +87,7 @@ def experiment_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from densemtl_lab import uda  # noqa: F401  (registers the adaptation methods with the trainer)
     from densemtl_lab.distributed import shutdown
     from densemtl_lab.train import Trainer, default_run_dir
 
@@ -324,6 +325,7 @@ def _add_study(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_study(args: argparse.Namespace) -> int:
+    from densemtl_lab import uda  # noqa: F401  (registers the adaptation methods with the trainer)
     from densemtl_lab.study import get_study, parse_shard, run_study
 
     spec = get_study(args.name)

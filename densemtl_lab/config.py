@@ -27,9 +27,20 @@ import yaml
 
 from densemtl_lab.tasks import TASKS, parse_tasks, task_letters
 
-#: The models `densemtl_lab.models.build_model` builds (its BUILDERS keys; named here so that configs
-#: load without torch; tests/test_build_model.py checks that both agree).
-MODEL_NAMES = ("stl", "stl-deeplab", "mtl", "padnet", "3ways", "densemtl")
+_DECODER_OPTIONS = ("aspp_channels", "dropout")
+#: The models `densemtl_lab.models.build_model` builds and the options each takes beyond the common
+#: arguments (its BUILDERS and `model_options`; named here so that configs load without torch and
+#: sit below the models; tests/test_build_model.py checks that both agree).
+MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
+    "stl": _DECODER_OPTIONS,
+    "stl-deeplab": _DECODER_OPTIONS,
+    "mtl": _DECODER_OPTIONS,
+    "padnet": ("padnet_channels",),
+    "3ways": _DECODER_OPTIONS,
+    "densemtl": (*_DECODER_OPTIONS, "xtam_ds", "self_attention", "correlation", "alpha", "full_sa",
+                 "exchange_mode"),
+}
+MODEL_NAMES = tuple(MODEL_OPTIONS)
 #: Datasets `densemtl_lab.data.build.build_dataset` knows.
 DATASET_NAMES = ("toy", "cityscapes", "synthia", "vkitti2", "nyuv2")
 #: Domain adaptation methods (`densemtl_lab.uda`): source-only, the two unsupervised ones, labelled target.
@@ -145,11 +156,9 @@ class ModelConfig:
     def build_options(self) -> dict[str, Any]:
         """Keyword arguments of `build_model` beyond name, tasks and num_classes.
 
-        Of the option fields, only those the chosen model takes (`models.model_options`) are passed.
+        Of the option fields, only those the chosen model takes (`MODEL_OPTIONS`) are passed.
         """
-        from densemtl_lab.models import model_options
-
-        options = {key: getattr(self, key) for key in model_options(self.name) if hasattr(self, key)}
+        options = {key: getattr(self, key) for key in MODEL_OPTIONS[self.name]}
         return {"backbone": self.backbone, "weights": self.weights,
                 "decoder_widths": self.decoder_widths, **options}
 
@@ -217,7 +226,7 @@ class TrainConfig:
     # densemtl_lab.aggregation): needs weighting=fixed, several tasks, no fp16, one process
     aggregator: str | None = "none"      # null (what `-p train.aggregator=none` reads as) is stored as "none"
     loss_weights: dict[str, float] | None = None  # fixed weights (None: tasks.default_weights)
-    depth_loss: str = "berhu"            # berhu | l1
+    depth_loss: str = "berhu"            # berhu | l1 (the depth task's loss_kinds)
     quiet: bool = False                  # no progress bar
 
     def __post_init__(self) -> None:
@@ -239,10 +248,15 @@ class TrainConfig:
         _check(self.aggregator == "none" or self.amp != "fp16",
                f"train.aggregator={self.aggregator!r} cannot run with train.amp='fp16': the gradient scaler "
                "scales the losses, which the aggregators do not undo; use bf16 or off")
-        _check(self.depth_loss in ("berhu", "l1"),
-               f"train.depth_loss={self.depth_loss!r} must be berhu or l1")
+        kinds = TASKS["depth"].loss_kinds
+        _check(self.depth_loss in kinds, f"train.depth_loss={self.depth_loss!r} must be {' or '.join(kinds)}")
         _check(self.num_threads is None or self.num_threads >= 1,
                f"train.num_threads={self.num_threads} must be >= 1 or null")
+
+    @property
+    def loss_kinds(self) -> dict[str, str]:
+        """{task: the kind of its loss} for `MultiTaskLoss`, from the fields that choose one (depth_loss)."""
+        return {"depth": self.depth_loss}
 
 
 @dataclass(frozen=True)
@@ -286,9 +300,10 @@ class ExperimentConfig:
         _check(method == "none" or self.data.target_dataset is not None,
                f"adapt.method={method!r} needs a target domain; set data.target_dataset (toy: the toy "
                "target domain, e.g. --target toy)")
-        _check(method != "entropy" or "semseg" in tasks,
-               f"adapt.method='entropy' minimises the semseg entropy; model.tasks={self.model.tasks} "
-               "has no S")
+        classes = [task for task in TASKS.values() if task.predicts_classes]
+        _check(method != "entropy" or any(task.name in tasks for task in classes),
+               f"adapt.method='entropy' minimises the entropy of class predictions; model.tasks="
+               f"{self.model.tasks} has no {' or '.join(task.letter for task in classes)}")
         aggregator = self.train.aggregator
         _check(aggregator == "none" or len(tasks) >= 2,
                f"train.aggregator={aggregator!r} combines the gradients of several tasks; model.tasks="

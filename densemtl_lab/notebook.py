@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from densemtl_lab import uda  # noqa: F401  (registers the adaptation methods with the trainer)
 from densemtl_lab.atomic import atomic_path, write_json_atomic, write_text_atomic
 from densemtl_lab.config import ConfigError, ExperimentConfig, get_profile
 from densemtl_lab.data.build import build_dataset

@@ -339,6 +339,7 @@ def run_study(spec: StudySpec, profile: str, out: Path, seeds: list[int], *, ext
     """Train this shard's missing runs of the study in `out`/runs, then summarise every complete run."""
     from tqdm.auto import tqdm
 
+    from densemtl_lab import uda  # noqa: F401  (registers the adaptation methods the adaptation study trains)
     from densemtl_lab.train import Trainer, check_resumable
 
     base = get_profile(profile)
@@ -554,6 +555,7 @@ def verify_run(summary: Mapping[str, Any], run_name: str, folder: Path, *, toler
     config = ExperimentConfig.from_dict(run["config"])
     if device is not None:
         config = override(config, f"train.device={device}")
+    from densemtl_lab import uda  # noqa: F401  (registers the adaptation methods)
     from densemtl_lab.train import Trainer
 
     if not run_is_complete(folder, config.train.steps):

@@ -16,9 +16,11 @@ and no DataLoader workers by default. Each step synchronises with the host once,
 (history, progress bar and the NaN/inf check). Ctrl-C stops after the current step with a checkpoint.
 
 Domain adaptation (`adapt.method`, docs/faithfulness.md, "Multi-task UDA") runs inside this loop: "oracle"
-trains on the labelled target domain; "adversarial" and "entropy" build a `densemtl_lab.uda` adaptation whose
-`backward` adds the target-domain losses after the supervised backward and whose `step` updates its
-own parameters (the discriminators) with the generator's step.
+trains on the labelled target domain; the unsupervised methods plug in through one hook, `AdaptationHook`:
+its `backward` adds the target-domain losses after the supervised backward and its `step` updates its
+own parameters (the discriminators) with the generator's step. `densemtl_lab.uda` implements
+"adversarial" and "entropy" and registers them here when imported (`register_adaptation`); this module
+never imports it.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 import torch
 from torch import nn
@@ -50,7 +52,7 @@ from densemtl_lab.checkpoint import (
     FORMAT_VERSION, CheckpointManager, capture_rng, load_checkpoint, load_model_state, restore_rng,
 )
 from densemtl_lab.config import (
-    RESUMABLE_CHANGES, ConfigError, ExperimentConfig, OptimConfig, config_differences,
+    ADAPT_METHODS, RESUMABLE_CHANGES, ConfigError, ExperimentConfig, OptimConfig, config_differences,
 )
 from densemtl_lab.data.build import build_dataset
 from densemtl_lab.losses import MultiTaskLoss
@@ -61,6 +63,8 @@ from densemtl_lab.models import build_model
 from densemtl_lab.runtime import tune_cpu_allocator
 
 Batch = dict[str, Any]
+#: A model's raw outputs: {task: {output scale: raw head output [B, C, h, w]}}.
+Outputs = Mapping[str, Mapping[int, torch.Tensor]]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -335,6 +339,44 @@ def prepare_run_dir(run_dir: Path, config: ExperimentConfig, resume: bool, overw
     write_json_atomic(config_file, config.to_dict())
 
 
+# --- the adaptation hook -----------------------------------------------------------------------------
+
+class AdaptationHook(Protocol):
+    """What the trainer calls of an unsupervised domain adaptation (densemtl_lab.uda implements it).
+
+    Each step, after the supervised backward, `backward(batch, outputs)` adds the gradients of the
+    target-domain losses and returns those losses detached, named as `loss_names` (history columns
+    "loss/<name>"); after the network's optimiser step, `step(scaler)` updates the adaptation's own
+    parameters (through the fp16 gradient scaler when there is one). `state_dict` and
+    `load_state_dict` travel in the trainer's checkpoints.
+    """
+
+    loss_names: tuple[str, ...]
+
+    def backward(self, batch: Batch, outputs: Outputs) -> dict[str, torch.Tensor]: ...
+
+    def step(self, scaler: torch.amp.GradScaler | None) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+#: Builds the hook of one adapt.method for a trainer: (trainer, target training set or None) -> hook.
+AdaptationBuilder = Callable[["Trainer", "Dataset | None"], AdaptationHook]
+#: adapt.method values the trainer runs without a hook: source only, and the labelled-target oracle.
+METHODS_WITHOUT_HOOK = ("none", "oracle")
+_ADAPTATIONS: dict[str, AdaptationBuilder] = {}
+
+
+def register_adaptation(method: str, build: AdaptationBuilder) -> None:
+    """Make the trainer build its hook with `build(trainer, target_set)` when adapt.method is `method`."""
+    if method not in ADAPT_METHODS or method in METHODS_WITHOUT_HOOK:
+        raise ValueError(f"adapt.method={method!r} takes no adaptation hook; the hooked methods are "
+                         f"{', '.join(m for m in ADAPT_METHODS if m not in METHODS_WITHOUT_HOOK)}")
+    _ADAPTATIONS[method] = build
+
+
 # --- the trainer -------------------------------------------------------------------------------------
 
 class Trainer:
@@ -344,6 +386,10 @@ class Trainer:
     from its newest checkpoint (and starts it when it is new); `overwrite=True` clears it first.
     `train_set` / `val_set` / `model` (and, for adaptation, the target training set `target_set`)
     replace the ones the config would build.
+
+    Plug-ins (the adaptation hook) may use: `config`, `tasks`, `model`, `network` (the model as it
+    trains, wrapped for several processes), `device`, `channels_last`, `context`, `train_set`, `step`,
+    `autocast()`, `backward(loss)` and `training_loader(dataset, seed)`.
     """
 
     def __init__(self, config: ExperimentConfig, run_dir: str | Path | None = None, *,
@@ -372,15 +418,11 @@ class Trainer:
             config.model.name, self.tasks, num_classes=config.model.num_classes, **config.model.build_options())
         self.model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         self.criterion = MultiTaskLoss(self.tasks, settings.loss_weights, settings.weighting,
-                                       settings.depth_loss).to(self.device)
+                                       settings.loss_kinds).to(self.device)
         self._build_optimisation()
         self.network = self._wrap_for_processes(self.model)
         self.loader, self.sampler, self.loader_generator = self.training_loader(self.train_set, settings.seed)
-        self.adaptation = None
-        if config.adapt.method in ("adversarial", "entropy"):
-            from densemtl_lab.uda import build_adaptation  # uda builds on this module
-
-            self.adaptation = build_adaptation(self, target_set)
+        self.adaptation = self._build_adaptation(target_set)
         self.step = 0
         self.history = History()
         self.metrics: dict[str, Any] = {}
@@ -388,6 +430,17 @@ class Trainer:
         self.checkpoints: CheckpointManager | None = None
         if self.run_dir is not None:
             self._open_run_dir(resume, overwrite)
+
+    def _build_adaptation(self, target_set: Dataset | None) -> AdaptationHook | None:
+        """The registered hook of `adapt.method` (None for source-only and oracle runs)."""
+        method = self.config.adapt.method
+        if method in METHODS_WITHOUT_HOOK:
+            return None
+        if method not in _ADAPTATIONS:
+            raise ConfigError(f"adapt.method={method!r} has no adaptation registered; import densemtl_lab.uda "
+                              "(which registers it) before building the Trainer, as the densemtl-lab command "
+                              "and densemtl_lab.notebook do")
+        return _ADAPTATIONS[method](self, target_set)
 
     def _build_optimisation(self) -> None:
         """Optimiser (loss-weighting parameters join the "default" group), StepLR, autocast, scaler."""

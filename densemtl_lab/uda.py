@@ -6,19 +6,16 @@ ADVENT-style remedies (Vu et al., CVPR 2019) act on the network's outputs for ta
 - "adversarial" (the reference's method): per task and output scale, a discriminator
   (`densemtl_lab.discriminator`) learns to tell source outputs from target ones, and the network
   learns to make its target outputs look like source outputs;
-- "entropy": minimise the semseg entropy of target predictions directly (ADVENT's MinEnt).
+- "entropy": minimise the entropy of the target class predictions (semseg) directly (ADVENT's MinEnt).
 
-Discriminator inputs, computed after bilinearly resizing each prediction to the working size H x W
-(align_corners=True; the reference upsamples to 512 x 1024):
-- semseg: the weighted self-information -p log2 p / log2 C, C channels (their sum is the entropy,
-  normalised to [0, 1]);
-- depth: ReLU(prediction) min-max normalised with the source batch's ground-truth min/max, both in the
-  model's output coding (normalised inverse depth). Only valid source pixels set the range: our depth
-  labels are 0 where invalid, which would encode to 65536 (the reference's labels have no such zeros);
-- normals: the L2-normalised prediction;
-- edges: the self-information, like semseg (an extension: the reference adapts S, D and N only).
+Discriminator inputs: each prediction is bilinearly resized to the working size H x W
+(align_corners=True; the reference upsamples to 512 x 1024), then mapped by its task
+(`Task.discriminator_input` in densemtl_lab.tasks; each task module says what it reads): e.g. the
+weighted self-information of the class probabilities, or a depth min-max normalised with the source
+batch's labels. Entropy minimisation acts on the tasks that predict classes.
 
-One training step (the reference's `training/da_train.py`), of which the trainer runs (1) and (4):
+One training step (the reference's `training/da_train.py`), of which the trainer runs (1) and (4) and
+calls the adaptation through its one hook (`densemtl_lab.train.AdaptationHook`) for (2)-(4):
 1. supervised source loss, backward;
 2. target forward; adversarial loss = weight x mean over discriminators of BCE-with-logits(D(target
    map), source label 0), with the discriminators frozen (requires_grad False); backward;
@@ -26,13 +23,14 @@ One training step (the reference's `training/da_train.py`), of which the trainer
    BCE(D(target map, detached), 1), backward;
 4. one step of the network's optimiser and of the discriminators' (Adam, poly learning-rate decay).
 
+Importing this module registers "adversarial" and "entropy" with the trainer
+(`densemtl_lab.train.register_adaptation`); this module depends on the trainer, never the reverse.
 The target training set is read through `UnlabelledView`, which passes on only the image and its
 metadata: a target label is never read, so a target set without labels works the same.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 import torch
@@ -42,12 +40,10 @@ from torch.utils.data import Dataset
 
 from densemtl_lab import distributed
 from densemtl_lab.data.build import build_dataset
-from densemtl_lab.data.geometry import unit_channels
 from densemtl_lab.discriminator import DomainDiscriminators, discriminator_key
-from densemtl_lab.tasks import encode_depth
-from densemtl_lab.train import Batch, Trainer, stream_batches, to_device
-
-Outputs = Mapping[str, Mapping[int, torch.Tensor]]
+from densemtl_lab.tasks import TASKS, get_task
+from densemtl_lab.tasks.base import self_information
+from densemtl_lab.train import Batch, Outputs, Trainer, register_adaptation, stream_batches, to_device
 
 #: Domain labels of the discriminators (the reference's SRC_LABEL / TGT_LABEL).
 SOURCE_LABEL = 0.0
@@ -106,69 +102,36 @@ def check_domains(source: Dataset, target: UnlabelledView) -> None:
 
 # --- discriminator inputs -------------------------------------------------------------------------------
 
-def self_information(logits: torch.Tensor) -> torch.Tensor:
-    """Weighted self-information -p log2 p / log2 C of softmax(logits) [B, C, H, W] (AdvEnt's prob_2_entropy).
-
-    Summed over the C channels it is the entropy normalised to [0, 1]: 1 for a uniform distribution,
-    0 for a one-hot one.
-    """
-    classes = logits.shape[1]
-    if classes < 2:
-        raise ValueError(f"self-information needs at least 2 classes, got logits with {classes} channel")
-    probabilities = logits.float().softmax(dim=1)
-    return -probabilities * torch.log2(probabilities + 1e-30) / math.log2(classes)
-
-
-def normalised_depth(pred: torch.Tensor, source_depth_m: torch.Tensor) -> torch.Tensor:
-    """ReLU(pred) min-max normalised with the source batch's valid ground truth, in the output coding.
-
-    `pred` [B, 1, H, W] is the network's normalised inverse depth; `source_depth_m` [B, 1, H, W] is the
-    source batch's depth label in metres (0 where invalid). The source labels themselves map to [0, 1].
-    """
-    valid = source_depth_m > 0
-    if not bool(valid.any()):
-        raise ValueError("the source batch has no valid depth pixel (all 0), so the depth discriminator "
-                         "input has no range; check the source dataset's depth labels")
-    codes = encode_depth(source_depth_m[valid].float())
-    low, high = codes.min(), codes.max()
-    return (pred.float().relu() - low) / (high - low).clamp_min(1e-6)
-
-
-def unit_normals(pred: torch.Tensor) -> torch.Tensor:
-    """The L2-normalised normals prediction [B, 3, H, W]."""
-    return unit_channels(pred.float())
-
-
 def discriminator_input(task: str, pred: torch.Tensor, size: tuple[int, int],
-                        source_depth_m: torch.Tensor | None = None) -> torch.Tensor:
-    """The map a discriminator of `task` sees: `pred` resized to `size`, then the task's map (module doc)."""
-    pred = F.interpolate(pred.float(), size=tuple(size), mode="bilinear", align_corners=True)  # B, C, H, W
-    if task in ("semseg", "edges"):
-        return self_information(pred)
-    if task == "depth":
-        if source_depth_m is None:
-            raise ValueError("the depth discriminator input needs the source batch's depth label")
-        return normalised_depth(pred, source_depth_m)
-    if task == "normals":
-        return unit_normals(pred)
-    raise ValueError(f"no discriminator input for task {task!r}")
+                        source_label: torch.Tensor | None = None) -> torch.Tensor:
+    """The map a discriminator of `task` sees: `pred` resized to `size`, then the task's map.
+
+    `source_label` is the source batch's label that the task's map may be normalised by (depth's).
+    """
+    return get_task(task).discriminator_input(_resized(pred, size), source_label)
 
 
 def entropy_loss(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """ADVENT's entropy loss: the mean over pixels of the normalised entropy of softmax(logits) at `size`."""
-    return discriminator_input("semseg", logits, size).sum(dim=1).mean()
+    return self_information(_resized(logits, size)).sum(dim=1).mean()
+
+
+def _resized(pred: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`pred` [B, C, h, w] in float32, bilinearly resized to `size` (align_corners=True)."""
+    return F.interpolate(pred.float(), size=tuple(size), mode="bilinear", align_corners=True)  # B, C, H, W
 
 
 @torch.no_grad()
-def discriminator_inputs(model: nn.Module, images: torch.Tensor, source_depth_m: torch.Tensor | None,
+def discriminator_inputs(model: nn.Module, images: torch.Tensor, source_label: torch.Tensor | None,
                          scale: int = 0) -> dict[str, torch.Tensor]:
     """{task: the discriminator input map of the model's `scale` output for `images`}, to look at.
 
+    `source_label` goes to every task's map (the source depth label in metres sets depth's range).
     The model runs as it is: put it in eval mode first, as for any evaluation.
     """
     size = tuple(images.shape[-2:])
     outputs = model(images)
-    return {task: discriminator_input(task, outputs[task][scale], size, source_depth_m) for task in outputs}
+    return {task: discriminator_input(task, outputs[task][scale], size, source_label) for task in outputs}
 
 
 def output_scales(model: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -185,9 +148,11 @@ def output_scales(model: nn.Module) -> dict[str, tuple[int, ...]]:
 # --- the adaptation step --------------------------------------------------------------------------------
 
 class Adaptation:
-    """What the trainer runs each step: `backward` after the supervised backward, `step` with its optimiser.
+    """The base of the adaptations: the trainer's hook (`densemtl_lab.train.AdaptationHook`) on a target set.
 
-    Subclasses set `loss_names` (the values `backward` returns, in order, for the history).
+    `backward` runs after the supervised backward, `step` with the trainer's optimiser step.
+    Subclasses set `loss_names` (the values `backward` returns, in order, for the history). They use
+    the trainer's plug-in surface only (see `densemtl_lab.train.Trainer`).
     """
 
     loss_names: tuple[str, ...] = ()
@@ -223,15 +188,18 @@ class Adaptation:
 
 
 class EntropyMinimisation(Adaptation):
-    """ADVENT's MinEnt: weight x mean over semseg scales of the target entropy loss."""
+    """ADVENT's MinEnt: weight x mean of the target entropy loss over the scales of the tasks that
+    predict classes (semseg)."""
 
     loss_names = ("entropy",)
 
     def backward(self, batch: Batch, outputs: Outputs) -> dict[str, torch.Tensor]:
         size = tuple(batch["image"].shape[-2:])
-        semseg = self.target_outputs()["semseg"]
+        target = self.target_outputs()
+        logits = [scale for task in self.trainer.tasks if TASKS[task].predicts_classes
+                  for scale in target[task].values()]
         loss = self.trainer.config.adapt.entropy_weight * torch.stack(
-            [entropy_loss(logits, size) for logits in semseg.values()]).mean()
+            [entropy_loss(scale, size) for scale in logits]).mean()
         self.trainer.backward(loss)
         return {"entropy": loss.detach()}
 
@@ -267,23 +235,24 @@ class AdversarialAdaptation(Adaptation):
         steps = self.trainer.config.train.steps
         return max(0.0, 1.0 - step / steps) ** self.trainer.config.adapt.poly_power
 
-    def _maps(self, outputs: Outputs, size: tuple[int, int], source_depth_m: torch.Tensor | None
-              ) -> dict[str, torch.Tensor]:
-        return {discriminator_key(task, scale): discriminator_input(task, outputs[task][scale], size, source_depth_m)
+    def _maps(self, outputs: Outputs, source: Batch) -> dict[str, torch.Tensor]:
+        """{discriminator key: its input map} of `outputs`, at the size of the source batch's images."""
+        size = tuple(source["image"].shape[-2:])
+        return {discriminator_key(task, scale): discriminator_input(task, outputs[task][scale], size,
+                                                                    source.get(TASKS[task].label_key))
                 for task, scale in self.discriminators.pairs}
 
     def backward(self, batch: Batch, outputs: Outputs) -> dict[str, torch.Tensor]:
         trainer, discriminators = self.trainer, self.discriminators
-        size, depth = tuple(batch["image"].shape[-2:]), batch.get("depth")
         self.optimizer.zero_grad(set_to_none=True)
-        target_maps = self._maps(self.target_outputs(), size, depth)
+        target_maps = self._maps(self.target_outputs(), batch)
         discriminators.requires_grad_(False)  # (2) fool the frozen discriminators
         adversarial = trainer.config.adapt.adversarial_weight * _domain_loss(discriminators, target_maps,
                                                                             SOURCE_LABEL)
         trainer.backward(adversarial)
         discriminators.requires_grad_(True)  # (3) train them on detached maps of both domains
         with torch.no_grad():
-            source_maps = self._maps(outputs, size, depth)
+            source_maps = self._maps(outputs, batch)
         source_loss = _domain_loss(discriminators, source_maps, SOURCE_LABEL)
         trainer.backward(source_loss)
         target_loss = _domain_loss(discriminators, {k: m.detach() for k, m in target_maps.items()}, TARGET_LABEL)
@@ -327,3 +296,7 @@ def build_adaptation(trainer: Trainer, target_set: Dataset | None = None) -> Ada
     target = UnlabelledView(target_set)
     check_domains(trainer.train_set, target)
     return ADAPTATIONS[method](trainer, target)
+
+
+for _method in ADAPTATIONS:
+    register_adaptation(_method, build_adaptation)

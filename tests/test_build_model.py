@@ -87,6 +87,11 @@ def test_model_options_lists_defaults() -> None:
     assert model_options("densemtl")["exchange_mode"] == "add"
 
 
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_configs_name_the_options_each_model_takes(name: str) -> None:
+    assert config.MODEL_OPTIONS[name] == tuple(model_options(name))  # configs sit below the models
+
+
 @pytest.mark.parametrize("name", ["DenseMTL", "dense", "stl_deeplab", "densemtl-sd"])
 def test_unknown_model_names_list_the_valid_ones(name: str) -> None:
     with pytest.raises(UnknownModelError, match="stl, stl-deeplab, mtl, padnet, 3ways, densemtl"):

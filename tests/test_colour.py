@@ -7,12 +7,15 @@ import pytest
 import torch
 
 from densemtl_lab.data.classes import CITYSCAPES_PALETTE
-from densemtl_lab.tasks import IGNORE_INDEX, TASKS, UnknownTaskError
-from densemtl_lab.viz import COLOURISERS, ColouriseError, colourise, default_palette
+from densemtl_lab.tasks import IGNORE_INDEX, TASK_ORDER, TASKS, UnknownTaskError, decode_prediction
+from densemtl_lab.viz import ColouriseError, colourise, default_palette
 
 
-def test_every_task_has_its_registered_colouriser():
-    assert {spec.colour for spec in TASKS.values()} <= set(COLOURISERS)
+@pytest.mark.parametrize("task", TASK_ORDER)
+def test_every_task_colours_its_decoded_prediction(task):
+    raw = torch.randn(1, TASKS[task].out_channels(19), 4, 6)
+    picture = colourise(task, decode_prediction(task, raw)[0])
+    assert picture.dtype == np.uint8 and picture.shape == (4, 6, 3)
 
 
 @pytest.mark.parametrize("as_tensor", [True, False])

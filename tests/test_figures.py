@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from densemtl_lab.tasks import IGNORE_INDEX
+from densemtl_lab.tasks import IGNORE_INDEX, TASKS
 from densemtl_lab.train import History
 from densemtl_lab.viz import figures
 from densemtl_lab.viz.colour import colourise
@@ -48,7 +48,7 @@ def test_depth_range(values, expected):
 def test_show_sample_draws_every_label_with_legend_and_colour_bar():
     figure = figures.show_sample(make_sample())
     panels = image_axes(figure)
-    assert [ax.get_title() for ax in panels] == ["image", *figures.TASK_TITLES.values()]
+    assert [ax.get_title() for ax in panels] == ["image", *(task.title for task in TASKS.values())]
     legend = [text.get_text() for text in panels[1].get_legend().get_texts()]
     assert legend == ["road", "car"]
     assert any(ax.get_ylabel() == "metres" for ax in figure.axes)  # the depth colour bar

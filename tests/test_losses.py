@@ -1,4 +1,5 @@
-"""Tests of densemtl_lab.losses: per-task losses against hand-computed values, scale averaging, errors."""
+"""Tests of the tasks' losses (`Task.loss`) against hand-computed values, and of densemtl_lab.losses: scale
+averaging, the weighted total, loss options, errors."""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from densemtl_lab.losses import (
-    TASK_LOSSES, LabelError, MultiTaskLoss, PredictionError, depth_loss, edges_loss,
-    metres_from_code, normals_loss, semseg_loss,
-)
-from densemtl_lab.tasks import IGNORE_INDEX, decode_depth, encode_depth
+from densemtl_lab.losses import LabelError, MultiTaskLoss, PredictionError
+from densemtl_lab.tasks import IGNORE_INDEX, TASK_ORDER, TASKS, decode_depth, encode_depth
+from densemtl_lab.tasks.depth import metres_from_code
 
 LN = math.log
 
@@ -28,12 +27,12 @@ def test_semseg_cross_entropy_ignores_the_ignore_index():
     pred = _logits((0.0, 0.0), (LN(3), 0.0), (9.0, -9.0))
     label = torch.tensor([[[1, 0, IGNORE_INDEX]]])
     expected = (LN(2) + LN(4 / 3)) / 2
-    assert semseg_loss(pred, label).item() == pytest.approx(expected, rel=1e-6)
+    assert TASKS["semseg"].loss(pred, label).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_semseg_all_ignored_gives_zero_and_finite_gradient():
     pred = torch.randn(1, 3, 2, 2, requires_grad=True)
-    loss = semseg_loss(pred, torch.full((1, 2, 2), IGNORE_INDEX))
+    loss = TASKS["semseg"].loss(pred, torch.full((1, 2, 2), IGNORE_INDEX))
     loss.backward()
     assert loss.item() == 0.0 and torch.isfinite(pred.grad).all()
 
@@ -50,7 +49,7 @@ def test_berhu_both_regimes_and_masked_pixels_count_as_zero():
     # e=1 <= c -> 1; e=10 > c -> (100 + 4) / 4 = 26; e=2 == c -> 2 (L1 side); masked -> 0.
     # Mean over all 4 pixels: 29 / 4.
     pred, depth = _depth_case([1.0, -10.0, 2.0, 100.0])
-    loss = depth_loss(pred, depth)
+    loss = TASKS["depth"].loss(pred, depth)
     assert loss.item() == pytest.approx(29 / 4, rel=1e-5)
     loss.backward()
     # c is detached: d/de (e^2 + c^2) / 2c = e / c = 5 -> 5 / 4 per pixel, sign of the offset.
@@ -59,7 +58,7 @@ def test_berhu_both_regimes_and_masked_pixels_count_as_zero():
 
 def test_berhu_guards_a_perfect_batch():
     pred, depth = _depth_case([0.0, 0.0, 0.0, 5.0])
-    loss = depth_loss(pred, depth)
+    loss = TASKS["depth"].loss(pred, depth)
     loss.backward()
     assert loss.item() == 0.0 and torch.isfinite(pred.grad).all()
 
@@ -68,7 +67,7 @@ def test_l1_depth_in_metres_over_valid_pixels():
     depth = torch.tensor([10.0, 20.0, 0.0]).reshape(1, 1, 1, 3)
     pred = encode_depth(torch.tensor([12.0, 19.0, 7.0]).reshape(1, 1, 1, 3))
     # |12 - 10| and |19 - 20| over the 2 valid pixels.
-    assert depth_loss(pred, depth, kind="l1").item() == pytest.approx(1.5, rel=1e-4)
+    assert TASKS["depth"].loss(pred, depth, kind="l1").item() == pytest.approx(1.5, rel=1e-4)
 
 
 def test_metres_from_code_matches_decode_and_keeps_gradients_out_of_range():
@@ -83,7 +82,7 @@ def test_normals_one_minus_cosine_over_valid_pixels():
     # pixel 0: orthogonal -> 1; pixel 1: same direction, unnormalised -> 0; pixel 2: invalid label.
     pred = torch.tensor([[1.0, 0, 0], [2.0, 0, 0], [0, 0, 1.0]]).T.reshape(1, 3, 1, 3)
     label = torch.tensor([[0, 1.0, 0], [1.0, 0, 0], [0, 0, 0]]).T.reshape(1, 3, 1, 3)
-    assert normals_loss(pred, label).item() == pytest.approx(0.5, rel=1e-6)
+    assert TASKS["normals"].loss(pred, label).item() == pytest.approx(0.5, rel=1e-6)
 
 
 def test_edges_weighted_cross_entropy():
@@ -92,7 +91,7 @@ def test_edges_weighted_cross_entropy():
     pred = _logits((LN(3), 0.0), (0.0, 0.0), (0.0, 0.0))
     label = torch.tensor([0.0, 1.0, 0.0]).reshape(1, 1, 1, 3)
     expected = (0.05 * LN(4 / 3) + 0.95 * LN(2) + 0.05 * LN(2)) / (0.05 + 0.95 + 0.05)
-    assert edges_loss(pred, label).item() == pytest.approx(expected, rel=1e-6)
+    assert TASKS["edges"].loss(pred, label).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_predictions_are_resized_bilinearly_with_align_corners():
@@ -101,7 +100,7 @@ def test_predictions_are_resized_bilinearly_with_align_corners():
     label = torch.randint(0, 4, (2, 5, 5))
     aligned = F.interpolate(low, size=(5, 5), mode="bilinear", align_corners=True)
     unaligned = F.interpolate(low, size=(5, 5), mode="bilinear", align_corners=False)
-    loss = semseg_loss(low, label).item()
+    loss = TASKS["semseg"].loss(low, label).item()
     assert loss == pytest.approx(F.cross_entropy(aligned, label).item(), rel=1e-6)
     assert loss != pytest.approx(F.cross_entropy(unaligned, label).item(), rel=1e-6)
 
@@ -140,7 +139,7 @@ def test_total_is_the_weighted_sum_of_scale_means():
     total, parts = criterion(outputs, batch)
     weights = {"semseg": 100.0, "depth": 1.0, "normals": 100.0, "edges": 50.0}
     expected = 0.0
-    for task, fn in TASK_LOSSES.items():
+    for task, fn in ((task, TASKS[task].loss) for task in TASK_ORDER):
         mean = (fn(outputs[task][0], batch[task]) + fn(outputs[task][1], batch[task])) / 2
         assert parts[task].item() == pytest.approx(mean.item(), rel=1e-6)
         assert not parts[task].requires_grad
@@ -152,8 +151,8 @@ def test_total_is_the_weighted_sum_of_scale_means():
 
 def test_l1_option_reaches_the_depth_part():
     outputs, batch = _outputs(), _batch()
-    _, parts = MultiTaskLoss("D", depth_loss="l1")({"depth": outputs["depth"]}, batch)
-    expected = sum(depth_loss(outputs["depth"][s], batch["depth"], "l1") for s in (0, 1)) / 2
+    _, parts = MultiTaskLoss("D", loss_kinds={"depth": "l1"})({"depth": outputs["depth"]}, batch)
+    expected = sum(TASKS["depth"].loss(outputs["depth"][s], batch["depth"], "l1") for s in (0, 1)) / 2
     assert parts["depth"].item() == pytest.approx(expected.item(), rel=1e-6)
 
 
@@ -169,12 +168,12 @@ def test_l1_option_reaches_the_depth_part():
 def test_wrong_label_shape_or_dtype_is_named(task, label, message):
     channels = {"semseg": 4, "depth": 1, "normals": 3, "edges": 2}[task]
     with pytest.raises(LabelError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        TASK_LOSSES[task](torch.zeros(2, channels, 8, 8), label)
+        TASKS[task].loss(torch.zeros(2, channels, 8, 8), label)
 
 
 def test_wrong_prediction_channels_are_named():
     with pytest.raises(PredictionError, match="'normals'"):
-        normals_loss(torch.zeros(2, 2, 8, 8), torch.zeros(2, 3, 8, 8))
+        TASKS["normals"].loss(torch.zeros(2, 2, 8, 8), torch.zeros(2, 3, 8, 8))
 
 
 def test_missing_label_and_bad_options_raise():
@@ -183,4 +182,4 @@ def test_missing_label_and_bad_options_raise():
     with pytest.raises(LabelError, match="batch has no label 'normals'"):
         MultiTaskLoss("SDN")(outputs, batch)
     with pytest.raises(ValueError, match="depth_loss='l2' is unknown"):
-        MultiTaskLoss("SD", depth_loss="l2")
+        MultiTaskLoss("SD", loss_kinds={"depth": "l2"})

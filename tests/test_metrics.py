@@ -1,4 +1,4 @@
-"""Tests of densemtl_lab.metrics: hand-computed values, numpy brute force, batch-split invariance,
+"""Tests of the tasks' meters and densemtl_lab.metrics: hand-computed values, numpy brute force, batch-split invariance,
 merging, the reference quirks, delta_m and the baselines file."""
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ import torch.nn.functional as F
 
 from densemtl_lab.losses import LabelError
 from densemtl_lab.metrics import (
-    BASELINES_FILE, BaselinesFileError, DepthMeter, EdgesMeter, MissingBaselineError,
-    MultiTaskMetrics, NonFinitePredictionError, NormalsMeter, SemsegMeter, delta_m, delta_m_per_task,
-    load_baselines, save_baseline,
+    BASELINES_FILE, BaselinesFileError, MissingBaselineError, MultiTaskMetrics, NonFinitePredictionError,
+    delta_m, delta_m_per_task, load_baselines, save_baseline,
 )
 from densemtl_lab.tasks import IGNORE_INDEX, TASKS, decode_depth, encode_depth
+from densemtl_lab.tasks.depth import DepthMeter
+from densemtl_lab.tasks.edges import EdgesMeter
+from densemtl_lab.tasks.normals import NormalsMeter
+from densemtl_lab.tasks.semseg import SemsegMeter
 
 NUM_CLASSES = 5
 ODS_TOL = 0.075  # x diagonal 20 of a 12 x 16 image = a 1.5 px matching radius

@@ -1,4 +1,4 @@
-"""Domain adaptation: discriminator inputs, discriminators, the adaptation step on the trainer, bad input."""
+"""Domain adaptation: discriminator inputs, discriminators, the trainer's hook, the adaptation step, bad input."""
 
 from __future__ import annotations
 
@@ -11,15 +11,19 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from densemtl_lab import train as train_module
 from densemtl_lab.cli import main
 from densemtl_lab.config import ConfigError, get_profile
 from densemtl_lab.data.toy import ToyScenes
 from densemtl_lab.discriminator import DomainDiscriminators, OutputDiscriminator
 from densemtl_lab.tasks import TASK_ORDER, encode_depth
-from densemtl_lab.train import Trainer, default_run_dir
+from densemtl_lab.tasks.base import self_information
+from densemtl_lab.tasks.depth import normalised_depth
+from densemtl_lab.tasks.normals import unit_normals
+from densemtl_lab.train import Trainer, default_run_dir, register_adaptation
 from densemtl_lab.uda import (
     AdversarialAdaptation, DomainMismatchError, UnlabelledView, discriminator_input, discriminator_inputs,
-    entropy_loss, normalised_depth, self_information, unit_normals,
+    entropy_loss,
 )
 
 
@@ -219,6 +223,47 @@ def test_source_only_and_oracle_differ_only_in_the_training_domain(method, train
     trainer = Trainer(smoke(method))
     assert (trainer.train_set.domain, trainer.val_set.domain) == (trained_on, "target")
     assert trainer.adaptation is None and trainer.loss_names == ["loss", "loss/semseg", "loss/depth"]
+
+
+# --- the trainer's hook -------------------------------------------------------------------------------
+
+class RecordingHook:
+    """An adaptation hook that records what the trainer calls."""
+
+    loss_names = ("recorded",)
+
+    def __init__(self, trainer: Trainer, target_set) -> None:
+        self.calls: list[str] = []
+
+    def backward(self, batch, outputs) -> dict[str, torch.Tensor]:
+        self.calls.append(f"backward {sorted(outputs)}")
+        return {"recorded": torch.tensor(0.25)}
+
+    def step(self, scaler) -> None:
+        self.calls.append("step")
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state) -> None:
+        pass
+
+
+def test_the_trainer_calls_the_registered_hook_of_its_method(monkeypatch):
+    monkeypatch.setattr(train_module, "_ADAPTATIONS", {})
+    register_adaptation("entropy", RecordingHook)
+    trainer = Trainer(smoke("entropy"))
+    values = trainer.train_step(next(trainer._batches()))
+    assert trainer.adaptation.calls == ["backward ['depth', 'semseg']", "step"]
+    assert trainer.loss_names[-1] == "loss/recorded" and values[-1] == 0.25
+
+
+def test_a_method_without_a_registered_hook_says_what_to_import(monkeypatch):
+    monkeypatch.setattr(train_module, "_ADAPTATIONS", {})
+    with pytest.raises(ConfigError, match="import densemtl_lab.uda"):
+        Trainer(smoke("adversarial"))
+    with pytest.raises(ValueError, match="takes no adaptation hook"):
+        register_adaptation("oracle", RecordingHook)
 
 
 # --- the adaptation step ------------------------------------------------------------------------------

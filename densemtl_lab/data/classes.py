@@ -64,3 +64,9 @@ def _fallback_colour(index: int) -> tuple[int, int, int]:
     golden = (index * 0.618033988749895) % 1.0
     r, g, b = colorsys.hsv_to_rgb(golden, 0.65, 0.95)
     return int(r * 255), int(g * 255), int(b * 255)
+
+
+def default_palette(num_classes: int) -> list[tuple[int, int, int]]:
+    """Cityscapes colours for ids < 19, distinct generated colours beyond (e.g. NYUv2's 40 classes)."""
+    extra = palette_for(tuple(f"class {index}" for index in range(len(CITYSCAPES_PALETTE), num_classes)))
+    return [*CITYSCAPES_PALETTE, *extra][:max(num_classes, 1)]

@@ -48,7 +48,7 @@ from densemtl_lab.data.real_common import (
 )
 from densemtl_lab.data.synthia import Synthia
 from densemtl_lab.data.vkitti2 import VirtualKitti2
-from densemtl_lab.tasks import TASK_ORDER
+from densemtl_lab.tasks import TASK_ORDER, TASKS
 
 DATASETS: dict[str, type[RealDataset]] = {
     "cityscapes": Cityscapes, "synthia": Synthia, "vkitti2": VirtualKitti2, "nyuv2": NYUv2,
@@ -102,14 +102,8 @@ def _cache_arrays(sample: dict[str, object]) -> dict[str, np.ndarray]:
     """A resized sample (tensors) -> the arrays stored in its .npz."""
     arrays = {"image": (sample["image"].permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8),
               "K": sample["K"].numpy().astype(np.float32)}
-    if "semseg" in sample:
-        arrays["semseg"] = sample["semseg"].numpy().astype(np.uint8)  # ids < 256 (ignore = 250)
-    if "depth" in sample:
-        arrays["depth"] = sample["depth"][0].numpy().astype(np.float32)
-    if "normals" in sample:
-        arrays["normals"] = sample["normals"].permute(1, 2, 0).numpy().astype(np.float32)
-    if "edges" in sample:
-        arrays["edges"] = sample["edges"][0].numpy().astype(np.uint8)
+    arrays.update({task.label_key: task.cache_array(sample[task.label_key])  # each task's storage layout
+                   for task in TASKS.values() if task.label_key in sample})
     return arrays
 
 

@@ -225,8 +225,9 @@ class MultiTaskNetwork(nn.Module):
                 f"{type(self).__name__} predicts one task, got tasks={self.tasks}; build one per task "
                 f"or use the 'mtl' model"
             )
-        if "semseg" in self.tasks and (not isinstance(num_classes, int) or num_classes < 1):
-            raise ValueError(f"num_classes={num_classes!r}; semseg needs a positive number of classes")
+        classes = [task for task in self.tasks if TASKS[task].predicts_classes]
+        if classes and (not isinstance(num_classes, int) or num_classes < 1):
+            raise ValueError(f"num_classes={num_classes!r}; {', '.join(classes)} needs a positive number of classes")
         self.num_classes = num_classes
         self.encoder = ResNetEncoder(backbone, weights)
 

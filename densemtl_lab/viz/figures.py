@@ -22,7 +22,7 @@ Every function returns a titled `matplotlib.figure.Figure` with labelled panels 
 - `plot_task_deltas(deltas)` grouped bars of per-task % changes against the baselines ({run: {task: %}}).
 - `class_legend(ax, class_ids, class_names, palette)` adds a legend of class colours to an axis.
 
-Colours come from `densemtl_lab.viz.colour` (the registry names each task's colouriser).
+Colours come from `densemtl_lab.viz.colour` (each task colours its own maps).
 """
 
 from __future__ import annotations
@@ -39,12 +39,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from densemtl_lab.data.classes import CITYSCAPES_CLASSES
-from densemtl_lab.tasks import IGNORE_INDEX, TASK_ORDER, TASKS, decode_prediction, parse_tasks
+from densemtl_lab.tasks import IGNORE_INDEX, TASKS, decode_prediction, parse_tasks
 from densemtl_lab.viz.colour import colourise, default_palette
 
-#: Panel titles of the tasks' labels.
-TASK_TITLES = {"semseg": "semantic segmentation", "depth": "depth (m)", "normals": "surface normals",
-               "edges": "edges"}
 _PANEL_INCHES = 2.6  # width of one image panel
 _DEPTH_TICKS_M = (0.5, 1, 2, 3, 5, 10, 20, 40, 80)
 
@@ -114,15 +111,16 @@ def _draw_task(figure: Figure, ax: Axes, task: str, value: Any, palette: Sequenc
                class_names: Sequence[str] | None, legend: bool, reference: Any = None) -> None:
     """One task map (label units) into `ax`, with its class legend or depth colour bar.
 
-    Maps whose registry colouriser is "depth" get a colour bar in metres, on the range of
-    `reference` (the label, so a prediction shares its colours) or else of `value`; "palette" maps
-    get a class legend.
+    The task's `figure_key` says what goes beside the map: "metres", a colour bar in metres on the
+    range of `reference` (the label, so a prediction shares its colours) or else of `value`;
+    "legend", a class legend; otherwise nothing.
     """
-    if TASKS[task].colour == "depth":
+    key = TASKS[task].figure_key
+    if key == "metres":
         _draw_depth(figure, ax, value, depth_range(value if reference is None else reference))
         return
     ax.imshow(colourise(task, value, palette), interpolation="nearest")
-    if TASKS[task].colour == "palette" and legend:
+    if key == "legend" and legend:
         class_legend(ax, present_classes(value), class_names, palette)
 
 
@@ -133,7 +131,7 @@ def _clean(ax: Axes) -> None:
 
 def _titled_grid(figure: Figure, axes: np.ndarray, tasks: Sequence[str], title: str) -> Figure:
     """Column headings (image, then one per task), no ticks, and the figure title."""
-    for ax, heading in zip(axes[0], ["image", *(TASK_TITLES[t] for t in tasks)]):
+    for ax, heading in zip(axes[0], ["image", *(TASKS[t].title for t in tasks)]):
         ax.set_title(heading, fontsize=9)
     for ax in axes.flat:
         _clean(ax)
@@ -148,11 +146,11 @@ def _sample_tasks(sample: Mapping[str, Any], tasks: str | Sequence[str] | None) 
     if "image" not in sample:
         raise FigureInputError(f"sample has no 'image' (keys: {', '.join(map(str, sample))})")
     if not tasks:
-        return [t for t in TASK_ORDER if t in sample]
+        return [t for t in TASKS if t in sample]
     missing = [t for t in parse_tasks(tasks) if t not in sample]
     if missing:
         raise FigureInputError(f"sample has no label for {', '.join(missing)}; choose tasks among "
-                               f"{', '.join(t for t in TASK_ORDER if t in sample)}")
+                               f"{', '.join(t for t in TASKS if t in sample)}")
     return list(parse_tasks(tasks))
 
 
@@ -205,7 +203,7 @@ def show_predictions(batch: Mapping[str, Any], outputs: Mapping[str, Any],
     Rows alternate "label" and "prediction"; a task without a label in the batch shows "no label".
     """
     raw = full_resolution(outputs)
-    names = parse_tasks(tasks) if tasks else tuple(t for t in TASK_ORDER if t in raw)
+    names = parse_tasks(tasks) if tasks else tuple(t for t in TASKS if t in raw)
     absent = [t for t in names if t not in raw]
     if absent:
         raise FigureInputError(f"outputs have no {', '.join(absent)}; the model predicts "
@@ -255,8 +253,8 @@ def default_history_keys(history: Any) -> list[str]:
     for run in _as_runs(history).values():
         columns = {key for row in _rows(run, "steps") for key in row}
         evaluated = {key for row in _rows(run, "evals") for key in row}
-        losses += [f"loss/{t}" for t in TASK_ORDER if f"loss/{t}" in columns] or ["loss"]
-        mains += [f"{t}/{TASKS[t].main_metric}" for t in TASK_ORDER if f"{t}/{TASKS[t].main_metric}" in evaluated]
+        losses += [f"loss/{t}" for t in TASKS if f"loss/{t}" in columns] or ["loss"]
+        mains += [f"{t}/{TASKS[t].main_metric}" for t in TASKS if f"{t}/{TASKS[t].main_metric}" in evaluated]
     return list(dict.fromkeys([*losses, *mains]))
 
 
@@ -380,7 +378,7 @@ def plot_task_deltas(deltas: Mapping[str, Mapping[str, float]], *,
     """
     if not deltas:
         raise FigureInputError("deltas is empty; pass {run label: {task: delta in %}}")
-    tasks = [t for t in TASK_ORDER if any(t in entry for entry in deltas.values())]
+    tasks = [t for t in TASKS if any(t in entry for entry in deltas.values())]
     width = 0.8 / len(deltas)
     figure = Figure(figsize=(1.5 + 1.3 * len(tasks) * max(1, len(deltas) / 2), 3.0), layout="constrained")
     ax = figure.subplots()
@@ -424,7 +422,7 @@ def metrics_table(results: Mapping[str, Mapping[str, Any]], metrics: Sequence[st
     if not results:
         raise FigureInputError("results is empty; pass {run label: {task: {metric: value}}}")
     if metrics is None:
-        present = [t for t in TASK_ORDER if any(t in entry for entry in results.values())]
+        present = [t for t in TASKS if any(t in entry for entry in results.values())]
         metrics = [f"{t}/{TASKS[t].main_metric}" for t in present]
         metrics += ["delta_m"] if any("delta_m" in entry for entry in results.values()) else []
     grid = [[_cell(entry, column) for column in metrics] for entry in results.values()]

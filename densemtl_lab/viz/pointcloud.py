@@ -23,6 +23,7 @@ import torch
 
 from densemtl_lab.data.classes import CITYSCAPES_CLASSES
 from densemtl_lab.data.geometry import backproject
+from densemtl_lab.tasks import TASKS
 from densemtl_lab.viz.colour import colourise, default_palette
 
 #: What a point cloud can be coloured by.
@@ -86,10 +87,17 @@ def _css(colours: np.ndarray) -> list[str]:
     return [f"rgb({r},{g},{b})" for r, g, b in colours]
 
 
+def _class_ids(sample: Mapping[str, Any], colour_by: str, mask: np.ndarray) -> np.ndarray | None:
+    """The class id of every point when `colour_by` is a task that predicts classes, else None."""
+    if colour_by not in TASKS or not TASKS[colour_by].predicts_classes:
+        return None
+    return np.asarray(sample[colour_by])[mask]
+
+
 def _traces(points: np.ndarray, colours: np.ndarray, colour_by: str, classes: np.ndarray | None,
             class_names: Sequence[str], size: float) -> list[go.Scatter3d]:
-    """One trace per class for semseg (a legend), one trace otherwise."""
-    if colour_by != "semseg" or classes is None:
+    """One trace per class when colouring by classes (a legend), one trace otherwise."""
+    if classes is None:
         return [go.Scatter3d(**_viewer_frame(points), mode="markers", name=colour_by,
                              marker={"size": size, "color": _css(colours)}, hoverinfo="skip")]
     traces = []
@@ -116,11 +124,14 @@ def point_cloud_figure(sample: Mapping[str, Any], colour_by: str | Sequence[str]
         raise PointCloudError("colour_by is empty; use e.g. 'semseg' or ('semseg', 'normals')")
     points, mask = point_cloud(sample, stride, max_depth)
     names = class_names or CITYSCAPES_CLASSES
-    classes = np.asarray(sample["semseg"])[mask] if "semseg" in sample else None
-    if palette is None and classes is not None:
-        palette = default_palette(max(int(classes.max(initial=0)) + 1, len(names)))
-    groups = [_traces(points, point_colours(sample, choice, mask, palette), choice, classes, names, point_size)
-              for choice in choices]
+    groups = []
+    for choice in choices:
+        classes = _class_ids(sample, choice, mask) if choice in sample else None
+        colours = palette
+        if colours is None and classes is not None:
+            colours = default_palette(max(int(classes.max(initial=0)) + 1, len(names)))
+        groups.append(_traces(points, point_colours(sample, choice, mask, colours), choice, classes, names,
+                              point_size))
     figure = go.Figure()
     for index, traces in enumerate(groups):
         for trace in traces:

@@ -128,11 +128,9 @@ def _attention_findings(label: str, diagnostics: Mapping[str, Any]) -> list[str]
             lines.append(f"  {meaning:<40} {described['mean']:.3f}{spread}")
     for switch, tasks in diagnostics["main_metric_change"].items():
         parts = []
-        for task, change in tasks.items():  # semseg in points of mIoU, the others in % of their metric
-            main = TASKS[task].main_metric
-            value, unit = (change["change"], f"points of {main}") if task == "semseg" else (change["percent"],
-                                                                                           f"% of {main}")
-            if value["n"]:
-                parts.append(f"{task} {value['mean']:+.2f} {unit}")
+        for task, change in tasks.items():  # in the metric's units, then in % of the full model's value
+            if change["change"]["n"]:
+                relative = f" ({change['percent']['mean']:+.1f} %)" if change["percent"]["n"] else ""
+                parts.append(f"{task} {TASKS[task].main_metric} {change['change']['mean']:+.2f}{relative}")
         lines.append(f"  switched off at test time, {switch[3:]:<15} {', '.join(parts)}")
     return lines
