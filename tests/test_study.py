@@ -310,7 +310,9 @@ def test_findings_report_the_attention_of_a_diagnosed_study(dense_study):
     text = study_findings(summary)
     alpha = summary["diagnostics"]["densemtl"]["mean_alpha"]["mean"]
     assert f"mean |alpha| (0 = branch closed)         {alpha:.3f}" in text
-    assert "switched off at test time, correlation     semseg " in text and "% of rmse" in text
+    change = summary["diagnostics"]["densemtl"]["main_metric_change"]["no correlation"]["depth"]
+    assert ("switched off at test time, correlation     semseg mIoU " in text
+            and f"depth rmse {change['change']['mean']:+.2f} ({change['percent']['mean']:+.1f} %)" in text)
 
 
 def test_a_learners_runs_are_drawn_beside_the_study_seeds():
@@ -325,3 +327,21 @@ def test_a_learners_runs_are_drawn_beside_the_study_seeds():
     assert len(stars) == 1 and sorted(stars[0].get_offsets()[:, 1]) == [0.0, 4.0]
     assert [text.get_text() for text in figure.axes[0].get_legend().get_texts()] == [
         "study seeds (course)", "your quick run"]
+
+
+@pytest.mark.slow
+def test_the_verify_command_retrains_the_default_run_and_agrees_on_the_same_machine(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "arch"
+    assert main(["study", "architectures", "--profile", "smoke", "--seeds", "1", "--shard", "7/7", "--out", str(out),
+                 "--device", "cpu", "--quiet"]) == 0  # densemtl-s0 alone
+    shipped = tmp_path / "shipped"
+    (shipped / "architectures-smoke").mkdir(parents=True)
+    (shipped / "architectures-smoke" / "summary.json").write_text((out / "summary.json").read_text())
+    monkeypatch.setattr(study, "SHIPPED_STUDIES", shipped)
+    capsys.readouterr()
+    assert main(["study", "architectures", "--profile", "smoke", "--verify", "--tolerance", "0", "--out",
+                 str(tmp_path / "again"), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("Verifying densemtl-s0 of the shipped architectures study (smoke), recorded on ")
+    assert "depth/rmse" in printed and printed.rstrip().endswith("Agrees: every main metric within 0 %")
+    assert (tmp_path / "again" / "verify" / "densemtl-s0" / "metrics.json").is_file()
