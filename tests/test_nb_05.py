@@ -22,8 +22,25 @@ def test_notebook_05_explores_the_attention_of_one_scene(execute_notebook, noteb
         assert set(results) == {"semseg", "depth", "normals"}
         assert all(math.isfinite(v) for task in results.values() for v in task.values() if v is not None)
     figures = notebook_outputs / "05_attention_maps" / "figures"
-    assert {"attention_grid.png", "one_query.png", "pair_statistics.png", "ablation.png"} <= {
-        path.name for path in figures.iterdir()}
-    (grid_cell,) = [cell for cell in executed.cells if "render_query_grid" in cell.source]
-    assert any("image/png" in output.get("data", {}) for output in grid_cell.outputs)  # the static fallback
+    assert {"attention_grid.png", "one_query.png", "pair_statistics.png", "ablation.png", "course_pair_statistics.png",
+            "course_attention_grid.png"} <= {path.name for path in figures.iterdir()}
+    cells = {cell.get("id"): cell for cell in executed.cells}
+    for grid in ("cell-10", "cell-course-5"):  # the static fallback, for the learner's model and the course one
+        assert any("image/png" in output.get("data", {}) for output in cells[grid].outputs)
+
+
+def test_notebook_05_shows_the_shipped_course_model_and_what_its_study_found(execute_notebook) -> None:
+    from densemtl_lab.study import load_shipped
+    from densemtl_lab.viz.explorer import load_caches
+    from densemtl_lab.viz.studies import attention_findings
+
+    _, executed = execute_notebook("05_attention_maps")
+    cells = {cell.get("id"): cell for cell in executed.cells}
+    about = load_caches()[1]
+    described = "".join(output.get("text", "") for output in cells["cell-course-2"].outputs)
+    assert described.startswith(f"course DenseMTL: course profile, seed {about['seed']}, step {about['step']}, "
+                                "target-domain validation scene 0")
+    assert f"semseg mIoU {about['metrics']['semseg']['mIoU']:.2f}" in described
+    findings = "".join(output.get("text", "") for output in cells["cell-course-6"].outputs)
+    assert findings.strip() == attention_findings(load_shipped("architectures", "course")).strip()
 

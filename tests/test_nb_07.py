@@ -13,7 +13,7 @@ COLUMNS = {"semseg/mIoU", "depth/rmse", "normals/mean_angle"}
 
 
 def test_notebook_07_writes_the_results_table(execute_notebook, notebook_outputs) -> None:
-    metrics, _ = execute_notebook("07_results")
+    metrics, executed = execute_notebook("07_results")
     assert metrics["profile"] == "smoke" and metrics["seeds"] == [0]
     rows = metrics["results_table"]
     assert [row["model"] for row in rows] == MODELS
@@ -29,3 +29,11 @@ def test_notebook_07_writes_the_results_table(execute_notebook, notebook_outputs
     assert params["densemtl"] > params["mtl"]
     curves = notebook_outputs / "07_results" / "figures" / "loss_curves.plotly.html"
     assert 'id="fig-loss_curves"' in curves.read_text()
+    study_figures = {"study_delta_m_per_seed.png", "study_paired_differences.png"}
+    assert study_figures <= {path.name for path in (notebook_outputs / "07_results" / "figures").iterdir()}
+    from densemtl_lab.study import load_shipped
+    from densemtl_lab.viz.studies import study_findings
+
+    (findings,) = [cell for cell in executed.cells if cell.get("id") == "cell-study-2"]
+    printed = "".join(output.get("text", "") for output in findings.outputs)
+    assert printed.strip() == study_findings(load_shipped("architectures", "course")).strip()  # from the file
