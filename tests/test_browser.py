@@ -272,22 +272,16 @@ display(HoverExplorer(quick_caches))"""
 #: softmax(Q K^T / 4) rows: too large to send whole (6 pairs: 384 MiB of codes), so sent row by row.
 PAPER_SIZE_CELL = """\
 import numpy as np
-rng = np.random.default_rng(0)
-tasks, size, grid = ("semseg", "depth", "normals"), (512, 1024), (64, 128)
+import torch
+from densemtl_lab.models import build_model
 
-def synthetic_attention():
-    queries, keys = rng.standard_normal((2, grid[0] * grid[1], 16), dtype=np.float32)
-    rows = queries @ keys.T / 4
-    rows -= rows.max(axis=1, keepdims=True)
-    np.exp(rows, out=rows)
-    rows /= rows.sum(axis=1, keepdims=True)
-    return rows.astype(np.float16)
-
-pairs = [(target, source) for target in tasks for source in tasks if source != target]
-half = rng.random((size[0] // 2, size[1] // 2), dtype=np.float32)
-paper = explorer.AttentionCache("paper size, synthetic", rng.random((*size, 3), dtype=np.float32), tasks, grid,
-                                {pair: synthetic_attention() for pair in pairs}, {pair: half for pair in pairs},
-                                {pair: half for pair in pairs}, {}, {task: np.zeros((*size, 3), np.uint8) for task in tasks})
+# a randomly initialised DenseMTL of the paper's size (ResNet-101, widths 64-256, 16 classes) on one
+# 512x1024 image: six pairs of 8,192 x 8,192 attention rows, which the page asks for row by row
+torch.manual_seed(0)
+paper_model = build_model("densemtl", "SDN", num_classes=16, backbone="resnet101", weights=None,
+                          decoder_widths=(64, 128, 128, 256, 256))
+paper = explorer.AttentionCache.from_model(paper_model, {"image": torch.rand(3, 512, 1024), "name": "paper size"})
+del paper_model
 display(HoverExplorer(paper))"""
 PAPER_ROWS_CELL = ('np.save(f"{{OUTPUT_DIR}}/paper_rows.npy", '
                    'np.stack([paper.attention[pair][{cells}].astype(np.float32) for pair in paper.pairs]))')
