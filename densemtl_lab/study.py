@@ -354,7 +354,6 @@ def run_study(spec: StudySpec, profile: str, out: Path, seeds: list[int], *, ext
     (steps,) = steps
     runs_dir = out / "runs"
     trained, skipped = [], []
-    timings = _read_timings(out)
     with tqdm(total=len(mine), unit="run", desc=f"study {spec.name}", disable=not progress) as bar:
         for run in mine:
             bar.set_postfix_str(run.name)
@@ -364,7 +363,9 @@ def run_study(spec: StudySpec, profile: str, out: Path, seeds: list[int], *, ext
             else:
                 started = time.perf_counter()
                 result = Trainer(configs[run.name], runs_dir / run.name, resume=True).fit()
-                # A resumed run adds the time of this part to the time its interrupted part took.
+                # A resumed run adds the time of this part to the time its interrupted part took. Read the
+                # file again just before writing: other shards add their runs to it meanwhile.
+                timings = _read_timings(out)
                 timings[run.name] = round(timings.get(run.name, 0.0) + time.perf_counter() - started, 1)
                 write_json_atomic(out / "timings.json", timings)
                 if result.interrupted:  # Ctrl-C: the trainer saved the run; the study stops with it

@@ -345,3 +345,20 @@ def test_the_verify_command_retrains_the_default_run_and_agrees_on_the_same_mach
     assert printed.startswith("Verifying densemtl-s0 of the shipped architectures study (smoke), recorded on ")
     assert "depth/rmse" in printed and printed.rstrip().endswith("Agrees: every main metric within 0 %")
     assert (tmp_path / "again" / "verify" / "densemtl-s0" / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_shard_keeps_the_times_another_shard_wrote_while_it_trained(tmp_path):
+    from densemtl_lab import train
+
+    out, real_fit = tmp_path / "tiny", train.Trainer.fit
+
+    def another_shard_finishes_meanwhile(self, *args, **kwargs):
+        (out / "timings.json").write_text(json.dumps({"stl-D-s0": 12.5}))
+        return real_fit(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train.Trainer, "fit", another_shard_finishes_meanwhile)
+        run_study(TINY, "smoke", out, [0], shard=(1, 3), device="cpu", progress=False)  # stl-S-s0 alone
+    timings = json.loads((out / "timings.json").read_text())
+    assert set(timings) == {"stl-S-s0", "stl-D-s0"} and timings["stl-D-s0"] == 12.5
