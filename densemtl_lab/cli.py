@@ -9,7 +9,6 @@
     densemtl-lab study NAME --profile course --verify [RUN]   (retrain one shipped run, compare)
     densemtl-lab run [--profile quick] [--only 03,04]      (the notebook batch runner)
     densemtl-lab profiles
-    densemtl-lab notebooks refresh|check [NOTEBOOK...]  (default: notebooks/*.ipynb)
 
 Several processes: `torchrun --nproc_per_node=N -m densemtl_lab train ...`. Errors the user can fix
 (a bad value, a missing file or folder, a corrupt checkpoint) print one line and exit with status 2;
@@ -33,7 +32,6 @@ from densemtl_lab.config import (
 EXIT_USER_ERROR = 2
 EXIT_TRAINING_FAILED = 1
 EXIT_INTERRUPTED = 130
-EXIT_NOTEBOOK_PROBLEMS = 1
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +87,8 @@ def experiment_from_args(args: argparse.Namespace) -> ExperimentConfig:
 def _run_train(args: argparse.Namespace) -> int:
     from densemtl_lab import uda  # noqa: F401  (registers the adaptation methods with the trainer)
     from densemtl_lab.distributed import shutdown
-    from densemtl_lab.train import Trainer, default_run_dir
+    from densemtl_lab.run_folder import default_run_dir
+    from densemtl_lab.train import Trainer
 
     config = experiment_from_args(args)
     run_dir = args.run_dir if args.run_dir is not None else default_run_dir(config, args.runs)
@@ -158,10 +157,15 @@ def _trained_model_on_split(args: argparse.Namespace) -> tuple[Any, ExperimentCo
 
 def _run_eval(args: argparse.Namespace) -> int:
     from densemtl_lab.atomic import write_json_atomic
-    from densemtl_lab.train import evaluate_model
+    from densemtl_lab.evaluation import evaluate
+    from densemtl_lab.metrics import delta_m
+    from densemtl_lab.train import run_baselines
 
     model, config, device, dataset = _trained_model_on_split(args)
-    metrics = evaluate_model(model, dataset, config, device, reference_quirks=args.reference_quirks)
+    metrics: dict[str, Any] = evaluate(model, dataset, device=device, reference_quirks=args.reference_quirks,
+                                       **config.evaluation_options())
+    if config.train.best_metric == "delta_m":  # the run compared itself with stored baselines: so does this
+        metrics["delta_m"] = delta_m(metrics, run_baselines(config))
     out = args.out if args.out is not None else args.checkpoint.with_suffix(".metrics.json")
     write_json_atomic(out, {"checkpoint": str(args.checkpoint), "split": args.split, "images": len(dataset),
                             "reference_quirks": args.reference_quirks, "metrics": metrics})
@@ -395,44 +399,6 @@ def _run_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- notebooks ----------------------------------------------------------------------------------------
-
-def _add_notebooks(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("refresh", "check"),
-                        help="refresh: execute in the smoke profile and keep only checked outputs; "
-                             "check: list what committed notebooks store that they should not")
-    parser.add_argument("paths", type=Path, nargs="*", metavar="NOTEBOOK",
-                        help="notebooks (default: notebooks/*.ipynb of the current folder)")
-
-
-def notebook_paths(paths: list[Path]) -> list[Path]:
-    """The given notebooks (each must exist), or notebooks/*.ipynb of the current folder."""
-    if not paths:
-        paths = sorted(Path("notebooks").glob("*.ipynb"))
-        if not paths:
-            raise FileNotFoundError("no notebooks/*.ipynb here; run from the repository root or name "
-                                    "the notebooks")
-    for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"notebook {path} does not exist")
-    return paths
-
-
-def _run_notebooks(args: argparse.Namespace) -> int:
-    import nbformat
-
-    from densemtl_lab import nbtools
-
-    paths = notebook_paths(args.paths)
-    if args.action == "refresh":
-        nbtools.refresh(paths)
-        return 0
-    problems = [problem for path in paths
-                for problem in nbtools.committed_problems(nbformat.read(path, as_version=4), path.name)]
-    print("\n".join(problems) if problems else f"{len(paths)} notebooks clean")
-    return EXIT_NOTEBOOK_PROBLEMS if problems else 0
-
-
 class Command(NamedTuple):
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
@@ -448,7 +414,6 @@ COMMANDS: dict[str, Command] = {
     "study": Command("a named grid of runs x seeds, resumable, with seed statistics", _add_study, _run_study),
     "run": Command("run the lesson notebooks headless and write a report", _add_run, _run_run),
     "profiles": Command("list the named profiles (or print one)", _add_profiles, _run_profiles),
-    "notebooks": Command("refresh or check the committed lesson notebooks", _add_notebooks, _run_notebooks),
 }
 
 

@@ -332,6 +332,13 @@ class ExperimentConfig:
         first = self.model.task_names[0]
         return f"{first}/{TASKS[first].main_metric}"
 
+    def evaluation_options(self) -> dict[str, Any]:
+        """This run's settings as keyword arguments of `densemtl_lab.evaluation.evaluate` (beyond the
+        model, the dataset, the device and the processes)."""
+        return {"batch_size": self.train.batch_size, "amp": self.train.amp,
+                "channels_last": self.train.channels_last, "num_workers": self.data.num_workers,
+                "max_batches": self.train.eval_batches, "dataset_name": self.data.target_dataset or self.data.dataset}
+
     def to_dict(self) -> dict[str, Any]:
         """A plain JSON-able dict (tuples become lists)."""
         return json.loads(json.dumps(dataclasses.asdict(self)))

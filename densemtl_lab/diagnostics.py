@@ -25,7 +25,7 @@ from densemtl_lab.config import ExperimentConfig
 from densemtl_lab.models.mteb import MultiTaskExchangeBlock, pair_name
 from densemtl_lab.models.xtam import CorrelationBranch, SelfAttentionBranch
 from densemtl_lab.tasks import TASKS
-from densemtl_lab.train import evaluate_model
+from densemtl_lab.evaluation import evaluate
 
 #: What `switched_off` can remove at test time.
 SWITCHES = ("correlation", "self_attention", "exchange")
@@ -134,11 +134,12 @@ def ablation_costs(model: nn.Module, dataset: Dataset, config: ExperimentConfig,
     present = {"correlation": any(x.correlation is not None for x in exchange.xtams.values()),
                "self_attention": any(x.self_attention is not None for x in exchange.xtams.values()),
                "exchange": True}
-    results = {"full": evaluate_model(model, dataset, config, device)}
+    options = config.evaluation_options()
+    results = {"full": evaluate(model, dataset, device=device, **options)}
     for name in switches:
         if present[name]:
             with switched_off(model, name):
-                results[f"no {name}"] = evaluate_model(model, dataset, config, device)
+                results[f"no {name}"] = evaluate(model, dataset, device=device, **options)
     return results
 
 

@@ -28,7 +28,7 @@ from densemtl_lab.tasks.meter import Meter, MetricOptions, NonFinitePredictionEr
 __all__ = [
     "BASELINES_FILE", "BASELINES_VERSION", "Baselines", "BaselinesFileError", "Meter", "MetricOptions",
     "MissingBaselineError", "MultiTaskMetrics", "NonFinitePredictionError", "delta_m", "delta_m_per_task",
-    "load_baselines", "save_baseline",
+    "flatten_metrics", "load_baselines", "nest_metrics", "save_baseline",
 ]
 
 #: The versioned single-task baselines file shipped with the package.
@@ -225,3 +225,33 @@ def delta_m(
     """
     deltas = delta_m_per_task(results, baselines, tasks)
     return sum(deltas.values()) / len(deltas)
+
+
+def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The evaluator's shape as one flat row: {task: {metric: v}, "delta_m": v} -> {"task/metric": v, "delta_m": v}.
+
+    Tables, CSV files and histories hold this view; `nest_metrics` is its inverse.
+    """
+    flat = {}
+    for key, value in metrics.items():
+        if isinstance(value, Mapping):
+            flat.update({f"{key}/{name}": float(v) for name, v in value.items()})
+        else:
+            flat[key] = float(value)
+    return flat
+
+
+def nest_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A flat row back to the evaluator's shape: {"task/metric": v, "delta_m": v} -> {task: {metric: v}, "delta_m": v}.
+
+    Keys of registered tasks are nested; "delta_m" stays when it has a value; anything else (a row's
+    labels, seeds or sizes) is left out.
+    """
+    nested: dict[str, Any] = {}
+    for key, value in row.items():
+        task, _, metric = key.partition("/")
+        if task in TASKS and metric:
+            nested.setdefault(task, {})[metric] = value
+        elif key == "delta_m" and value is not None:
+            nested[key] = value
+    return nested

@@ -12,7 +12,7 @@ one is wrong. Everything a notebook writes goes to `OUTPUT_DIR`:
     OUTPUT_DIR/<notebook>/figures/*.png, *.plotly.html           figures for the batch report
 
 Committed notebooks keep only the outputs of cells that start with `# NBVAL_CHECK_OUTPUT`
-(deterministic facts: shapes, counts, configuration); `densemtl_lab.nbtools` strips the rest.
+(deterministic facts: shapes, counts, configuration); `tests/nbtools.py` strips the rest.
 """
 
 from __future__ import annotations
@@ -30,9 +30,11 @@ from torch import nn
 
 from densemtl_lab import uda  # noqa: F401  (registers the adaptation methods with the trainer)
 from densemtl_lab.atomic import atomic_path, write_json_atomic, write_text_atomic
+from densemtl_lab.checkpoint import CheckpointManager
 from densemtl_lab.config import ConfigError, ExperimentConfig, get_profile
 from densemtl_lab.data.build import build_dataset
 from densemtl_lab.metrics import load_baselines, save_baseline
+from densemtl_lab.run_folder import default_run_dir, run_is_complete
 from densemtl_lab.runtime import select_device
 from densemtl_lab.tasks import TASKS, parse_tasks, task_letters
 from densemtl_lab.train import History, Trainer, load_trained_model
@@ -85,14 +87,6 @@ class Trained:
     step: int
 
 
-def _run_complete(run_dir: Path, steps: int) -> bool:
-    record = run_dir / "metrics.json"
-    if not record.is_file():
-        return False
-    values = json.loads(record.read_text())
-    return values.get("step") == steps and not values.get("interrupted", False)
-
-
 class Lab:
     """One notebook's session: its profile, device, output folders, and train-or-load."""
 
@@ -127,9 +121,7 @@ class Lab:
 
     def run_dir(self, config: ExperimentConfig, tag: str | None = None) -> Path:
         """Where the run of `config` lives: shared by every notebook of this OUTPUT_DIR."""
-        label = f"{config.profile}-{config.model.name}-{config.model.tasks}"
-        label += f"-{tag}" if tag else ""
-        return self.output_dir / "runs" / f"{label}-s{config.train.seed}"
+        return default_run_dir(config, self.output_dir / "runs", tag)
 
     def train_or_load(self, model: str = "densemtl", tasks: str = "SDN", tag: str | None = None,
                       until_step: int | None = None, **overrides: Any) -> Trained:
@@ -140,9 +132,8 @@ class Lab:
         config = self.config(model, tasks, **overrides)
         run_dir = self.run_dir(config, tag)
         started = time.perf_counter()
-        if _run_complete(run_dir, config.train.steps):
-            latest = sorted((run_dir / "checkpoints").glob("step_*.pt"))[-1]
-            network, config, _ = load_trained_model(latest, self.device)
+        if run_is_complete(run_dir, config.train.steps):
+            network, config, _ = load_trained_model(CheckpointManager(run_dir / "checkpoints").latest(), self.device)
             history = History.from_dict(json.loads((run_dir / "history.json").read_text()))
             metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
             return Trained(network, config, history, metrics, run_dir, False, time.perf_counter() - started,

@@ -34,6 +34,7 @@ from typing import Any, Iterable, Mapping
 
 from densemtl_lab.atomic import write_json_atomic, write_text_atomic
 from densemtl_lab.config import ExperimentConfig, get_profile, override
+from densemtl_lab.run_folder import run_is_complete
 from densemtl_lab.tasks import TASKS, parse_tasks
 
 
@@ -164,15 +165,6 @@ def run_config(base: ExperimentConfig, run: StudyRun, extra: Iterable[str] = ())
     """The run's config: the profile, the study's assignments, the seed, then the user's `-p` extras."""
     config = override(base, *run.assignments, f"model.tasks={run.tasks}", f"train.seed={run.seed}", *extra)
     return override(config, f"train.eval_every={config.train.steps}", "train.quiet=true")
-
-
-def run_is_complete(run_dir: Path, steps: int) -> bool:
-    """Whether `run_dir` holds a finished, uninterrupted run of `steps` steps."""
-    try:
-        record = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return record.get("step") == steps and not record.get("interrupted") and bool(record.get("metrics"))
 
 
 # --- statistics ---------------------------------------------------------------------------------------

@@ -55,14 +55,14 @@ from densemtl_lab.config import (
     ADAPT_METHODS, RESUMABLE_CHANGES, ConfigError, ExperimentConfig, OptimConfig, config_differences,
 )
 from densemtl_lab.data.build import build_dataset
+from densemtl_lab.evaluation import Batch, autocast_dtype, evaluate, to_device
 from densemtl_lab.losses import MultiTaskLoss
 from densemtl_lab.metrics import (
-    BASELINES_FILE, Baselines, MissingBaselineError, MultiTaskMetrics, delta_m, load_baselines,
+    BASELINES_FILE, Baselines, MissingBaselineError, delta_m, flatten_metrics, load_baselines,
 )
 from densemtl_lab.models import build_model
 from densemtl_lab.runtime import tune_cpu_allocator
 
-Batch = dict[str, Any]
 #: A model's raw outputs: {task: {output scale: raw head output [B, C, h, w]}}.
 Outputs = Mapping[str, Mapping[int, torch.Tensor]]
 
@@ -123,32 +123,7 @@ class TrainResult:
     start_step: int = 0  # where this fit() began: a resumed run's step, else 0
 
 
-def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """{task: {metric: v}, "delta_m": v} -> {"task/metric": v, "delta_m": v}."""
-    flat = {}
-    for key, value in metrics.items():
-        if isinstance(value, Mapping):
-            flat.update({f"{key}/{name}": float(v) for name, v in value.items()})
-        else:
-            flat[key] = float(value)
-    return flat
-
-
 # --- devices, precision, optimiser ------------------------------------------------------------------
-
-def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `train.amp` on `device` (None: full precision).
-
-    `auto` is bf16 on CUDA where supported, else fp16, and full precision elsewhere. bf16 on a CPU
-    with native bf16 (AMX) is faster but opt-in (`bf16`): in the 80-step quick profile 2 of 5 seeds
-    ended clearly worse than in float32 (docs/benchmarks.md, "bf16 on the CPU").
-    """
-    if setting == "off" or (setting == "auto" and device.type != "cuda"):
-        return None
-    if setting == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[setting]
-
 
 def configure_backend(device: torch.device, num_threads: int | None,
                       context: distributed.ProcessContext = distributed.ProcessContext()) -> None:
@@ -215,15 +190,6 @@ def stream_batches(loader: DataLoader, sampler: distributed.EpochSampler, genera
         epoch, skip = epoch + 1, 0
 
 
-def to_device(batch: Batch, device: torch.device, channels_last: bool) -> Batch:
-    """Tensors of a collated batch onto `device` (non-blocking from pinned memory)."""
-    moved = {key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value
-             for key, value in batch.items()}
-    if channels_last:
-        moved["image"] = moved["image"].contiguous(memory_format=torch.channels_last)
-    return moved
-
-
 @contextmanager
 def stop_on_interrupt() -> Iterator[threading.Event]:
     """While active, the first Ctrl-C (SIGINT) sets the event instead of raising; a second one raises."""
@@ -246,43 +212,6 @@ def stop_on_interrupt() -> Iterator[threading.Event]:
 
 # --- evaluation ---------------------------------------------------------------------------------------
 
-@torch.inference_mode()
-def evaluate_model(model: nn.Module, dataset: Dataset, config: ExperimentConfig, device: torch.device,
-                   context: distributed.ProcessContext = distributed.ProcessContext(), *,
-                   reference_quirks: bool = False) -> dict[str, Any]:
-    """{task: {metric: value}} of the model's full-resolution outputs (scale 0) on `dataset` (docs/faithfulness.md).
-
-    Metrics accumulate sufficient statistics, summed over the processes of a distributed run; with
-    train.best_metric = "delta_m" the result also holds "delta_m" against the stored baselines.
-    `reference_quirks=True` computes them as the reference code does (docs/faithfulness.md).
-    """
-    tasks = config.model.task_names
-    channels_last = config.train.channels_last and device.type in ("cpu", "cuda")
-    dtype = autocast_dtype(config.train.amp, device)
-    loader = DataLoader(dataset, batch_size=config.train.batch_size,
-                        sampler=distributed.ShardSampler(len(dataset), context),
-                        num_workers=config.data.num_workers, pin_memory=device.type == "cuda",
-                        generator=torch.Generator())  # leaves the training's random state alone
-    metrics = MultiTaskMetrics(tasks, model.num_classes, class_ids=getattr(dataset, "class_ids", None),
-                               reference_quirks=reference_quirks,
-                               dataset=config.data.target_dataset or config.data.dataset)
-    was_training = model.training
-    model.eval()
-    for index, batch in enumerate(loader):
-        if config.train.eval_batches is not None and index >= config.train.eval_batches:
-            break
-        batch = to_device(batch, device, channels_last)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            outputs = model(batch["image"])
-        metrics.update({task: outputs[task][0].float() for task in tasks}, batch)
-    model.train(was_training)
-    distributed.all_reduce_sum(metrics.state_tensors().values(), context)
-    results: dict[str, Any] = metrics.compute()
-    if config.train.best_metric == "delta_m":
-        results["delta_m"] = delta_m(results, run_baselines(config))
-    return results
-
-
 def run_baselines(config: ExperimentConfig) -> Baselines:
     """The single-task baselines of every task of `config` that its delta_m compares against.
 
@@ -298,12 +227,6 @@ def run_baselines(config: ExperimentConfig) -> Baselines:
 
 
 # --- the run folder -----------------------------------------------------------------------------------
-
-def default_run_dir(config: ExperimentConfig, root: str | Path = "runs") -> Path:
-    """runs/<profile>-<model>-<tasks>[-<adapt.method>]-s<seed>."""
-    method = "" if config.adapt.method == "none" else f"-{config.adapt.method}"
-    return Path(root) / f"{config.profile}-{config.model.name}-{config.model.tasks}{method}-s{config.train.seed}"
-
 
 def check_resumable(run_dir: Path, config: ExperimentConfig) -> None:
     """RunDirError unless `run_dir`'s config.json is `config` but for RESUMABLE_CHANGES."""
@@ -635,10 +558,15 @@ class Trainer:
             torch.distributed.barrier()
 
     def evaluate(self, dataset: Dataset | None = None) -> dict[str, Any]:
-        """Metrics of the current model on `dataset` (default: the validation split)."""
+        """Metrics of the current model on `dataset` (default: the validation split), with "delta_m"
+        against the stored baselines when it picks the best checkpoint (train.best_metric)."""
         distributed.broadcast_buffers(self.model, self.context)
-        return evaluate_model(self.model, self.val_set if dataset is None else dataset, self.config,
-                              self.device, self.context)
+        results: dict[str, Any] = evaluate(self.model, self.val_set if dataset is None else dataset,
+                                           device=self.device, context=self.context,
+                                           **self.config.evaluation_options())
+        if self.config.train.best_metric == "delta_m":
+            results["delta_m"] = delta_m(results, run_baselines(self.config))
+        return results
 
     def _record_evaluation(self) -> None:
         self.metrics = self.evaluate()

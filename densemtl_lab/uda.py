@@ -41,9 +41,10 @@ from torch.utils.data import Dataset
 from densemtl_lab import distributed
 from densemtl_lab.data.build import build_dataset
 from densemtl_lab.discriminator import DomainDiscriminators, discriminator_key
+from densemtl_lab.evaluation import Batch, to_device
 from densemtl_lab.tasks import TASKS, get_task
 from densemtl_lab.tasks.base import self_information
-from densemtl_lab.train import Batch, Outputs, Trainer, register_adaptation, stream_batches, to_device
+from densemtl_lab.train import Outputs, Trainer, register_adaptation, stream_batches
 
 #: Domain labels of the discriminators (the reference's SRC_LABEL / TGT_LABEL).
 SOURCE_LABEL = 0.0

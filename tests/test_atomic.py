@@ -80,7 +80,6 @@ def _interrupt(*_: object) -> None:
 _DIRECT_WRITES_ALLOWED = {
     "data/fixtures.py": "builds test fixtures in a fresh folder the caller owns",
     "data/toy_store.py": "tempfile.TemporaryFile only probes that the folder is writable",
-    "labserver.py": "the server's log is a stream, appended while the server runs",
 }
 _DIRECT_WRITE = re.compile(r"\.write_(?:text|bytes)\(|\bos\.replace\(|\bmkstemp\(|nbformat\.write\(|"
                            r"\.savefig\((?!buffer|temporary)|(?<!torch)(?<!checkpoints)\.save\((?!buffer|picture)|np\.save\(|open\([^)]*[\"'][wa]b?[\"']")

@@ -23,10 +23,10 @@ import matplotlib
 import nbformat
 import numpy as np
 import pytest
+from labserver import LabOptions, LabServer, group_alive, pid_alive, start_lab
 from PIL import Image
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
-from densemtl_lab.labserver import LabOptions, LabServer, group_alive, pid_alive, start_lab
 from densemtl_lab.viz.explorer import COURSE_ATTENTION, AttentionCache, load_caches, query_cell
 
 pytestmark = pytest.mark.browser

@@ -6,9 +6,8 @@ import re
 from pathlib import Path
 
 import nbformat
+import nbtools
 import pytest
-
-from densemtl_lab import nbtools
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
@@ -49,4 +48,4 @@ def test_checked_cells_were_executed(path):
     """nbval compares only cells that ran when the notebook was refreshed (nbtools.refresh)."""
     unexecuted = [index for index, cell in enumerate(read(path).cells)
                   if nbtools.is_checked(cell) and cell.execution_count is None]
-    assert unexecuted == [], f"run densemtl-lab notebooks refresh {path.relative_to(path.parents[1])}"
+    assert unexecuted == [], f"run python tests/nbtools.py refresh {path.relative_to(path.parents[1])}"

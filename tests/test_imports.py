@@ -117,12 +117,12 @@ def test_the_task_modules_are_the_ground_floor(module):
 #: docs/architecture.md's layers: a module imports only from its own layer or those below.
 LAYERS = {
     1: ("tasks", "atomic", "lazy", "runtime", "data.classes"),
-    2: ("config",),
+    2: ("config", "run_folder"),
     3: ("models", "data"),
     4: ("losses", "weighting", "metrics"),
-    5: ("train", "distributed", "checkpoint", "aggregation", "discriminator"),
+    5: ("train", "evaluation", "distributed", "checkpoint", "aggregation", "discriminator"),
     6: ("uda", "diagnostics", "viz"),
-    7: ("cli", "notebook", "run", "report", "study", "nbtools", "labserver", "__main__"),
+    7: ("cli", "notebook", "run", "report", "study", "__main__"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Tests of densemtl_lab.labserver: start JupyterLab privately, clear errors, and stop with nothing left behind."""
+"""Tests of tests/labserver.py: start JupyterLab privately, clear errors, and stop with nothing left behind."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import labserver
 import pytest
-
-from densemtl_lab import labserver
-from densemtl_lab.labserver import (KernelNotFoundError, LabOptions, LabServer, LabStartError, PortInUseError,
-                                    group_alive, pid_alive, start_lab)
+from labserver import (KernelNotFoundError, LabOptions, LabServer, LabStartError, PortInUseError, group_alive,
+                       pid_alive, start_lab)
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 

@@ -16,11 +16,12 @@ import torch
 from densemtl_lab.checkpoint import ModelMismatchError, load_checkpoint
 from densemtl_lab.cli import main
 from densemtl_lab.config import get_profile, override
-from densemtl_lab.metrics import MissingBaselineError, delta_m, load_baselines, save_baseline
+from densemtl_lab.evaluation import autocast_dtype, to_device
+from densemtl_lab.metrics import MissingBaselineError, delta_m, flatten_metrics, load_baselines, save_baseline
 from densemtl_lab.models import build_model
+from densemtl_lab.run_folder import default_run_dir
 from densemtl_lab.train import (
-    History, NonFiniteLossError, RunDirError, Trainer, autocast_dtype, build_optimizer, default_run_dir,
-    flatten_metrics, load_trained_model, prepare_run_dir, to_device, train,
+    History, NonFiniteLossError, RunDirError, Trainer, build_optimizer, load_trained_model, prepare_run_dir, train,
 )
 
 SLOW_CLI = Path(__file__).parent / "helpers" / "slow_cli.py"

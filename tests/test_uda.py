@@ -16,11 +16,12 @@ from densemtl_lab.cli import main
 from densemtl_lab.config import ConfigError, get_profile
 from densemtl_lab.data.toy import ToyScenes
 from densemtl_lab.discriminator import DomainDiscriminators, OutputDiscriminator
+from densemtl_lab.run_folder import default_run_dir
 from densemtl_lab.tasks import TASK_ORDER, encode_depth
 from densemtl_lab.tasks.base import self_information
 from densemtl_lab.tasks.depth import normalised_depth
 from densemtl_lab.tasks.normals import unit_normals
-from densemtl_lab.train import Trainer, default_run_dir, register_adaptation
+from densemtl_lab.train import Trainer, register_adaptation
 from densemtl_lab.uda import (
     AdversarialAdaptation, DomainMismatchError, UnlabelledView, discriminator_input, discriminator_inputs,
     entropy_loss,

@@ -22,29 +22,17 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from densemtl_lab.data import real_common
 from densemtl_lab.data.classes import CITYSCAPES_LABEL_MAPS, CITYSCAPES_SET_NAMES, palette_for
 from densemtl_lab.data.geometry import resize_nearest
-from densemtl_lab.data.real_common import (
-    Archive,
-    DatasetError,
-    RawSample,
-    RealDataset,
-    SampleFiles,
-    check_same_size,
-    intrinsics,
-    intrinsics_at,
-    lookup_ids,
-    png_channel,
-    read_png,
-    read_rgb,
-)
+from densemtl_lab.data.real_common import Archive, DatasetError, RawSample, RealDataset, SampleFiles
 
 CITYSCAPES_SOURCE = "https://www.cityscapes-dataset.com/downloads/ (free registration)"
 IMAGE_DIRS = ("leftImg8bit", "leftImg8bit_small")
 #: Size (H, W) of the official images and of every label map.
 FULL_SIZE = (1024, 2048)
 #: The constant K the reference uses at 2048 x 1024 (its `get_K`).
-REFERENCE_K = intrinsics(2262.52, 2265.30, 1096.98, 513.137)
+REFERENCE_K = real_common.intrinsics(2262.52, 2265.30, 1096.98, 513.137)
 #: Suffix of each role's file name, replacing "_leftImg8bit.png".
 SUFFIXES = {"semseg": "_gtFine_labelIds.png", "depth": "_disparity.png", "camera": "_camera.json"}
 FOLDERS = {"semseg": "gtFine", "depth": "disparity", "camera": "camera"}
@@ -56,21 +44,11 @@ class Cityscapes(RealDataset):
     domain = "cityscapes"
     splits = ("train", "val", "test")
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        size: tuple[int, int] | None = (512, 1024),
-        num_classes: int = 16,
-        image_dir: str = "leftImg8bit",
-        tasks: str | Iterable[str] | None = None,
-        transform: Callable[[dict], dict] | None = None,
-    ) -> None:
-        if num_classes not in CITYSCAPES_LABEL_MAPS:
-            raise DatasetError(f"num_classes={num_classes} has no Cityscapes class set; "
-                               f"use one of {sorted(CITYSCAPES_LABEL_MAPS)}")
-        if image_dir not in IMAGE_DIRS:
-            raise DatasetError(f"image_dir={image_dir!r} is unknown; use one of {IMAGE_DIRS}")
+    def __init__(self, root: str | Path, split: str = "train", size: tuple[int, int] | None = (512, 1024),
+                 num_classes: int = 16, image_dir: str = "leftImg8bit", tasks: str | Iterable[str] | None = None,
+                 transform: Callable[[dict], dict] | None = None) -> None:
+        self._check_option("num_classes", num_classes, sorted(CITYSCAPES_LABEL_MAPS))
+        self._check_option("image_dir", image_dir, IMAGE_DIRS)
         self.num_classes = num_classes
         self.class_names = CITYSCAPES_SET_NAMES[num_classes]
         self.palette = palette_for(self.class_names)
@@ -110,19 +88,19 @@ class Cityscapes(RealDataset):
         return samples
 
     def read_raw(self, sample: SampleFiles) -> RawSample:
-        image = read_rgb(sample.paths["image"])
+        image = real_common.read_rgb(sample.paths["image"])
         image_size = image.shape[:2]
-        raw = RawSample(image=image, K=intrinsics_at(REFERENCE_K, FULL_SIZE, image_size))
+        raw = RawSample(image=image, K=real_common.intrinsics_at(REFERENCE_K, FULL_SIZE, image_size))
         if self.reads("semseg"):
-            label_ids = png_channel(read_png(sample.paths["semseg"]))
+            label_ids = real_common.png_channel(real_common.read_png(sample.paths["semseg"]))
             label_ids = self._fit_to_image(label_ids, image_size, sample.paths["semseg"])
-            raw.semseg = lookup_ids(label_ids, self.label_map)
+            raw.semseg = real_common.lookup_ids(label_ids, self.label_map)
         if self.reads("depth"):
-            disparity = png_channel(read_png(sample.paths["depth"]))
+            disparity = real_common.png_channel(real_common.read_png(sample.paths["depth"]))
             baseline, K = read_camera(sample.paths["camera"])
             depth = disparity_to_depth(disparity, baseline, float(K[0, 0]))
             raw.depth = self._fit_to_image(depth, image_size, sample.paths["depth"])
-            raw.K = intrinsics_at(K, disparity.shape[:2], image_size)
+            raw.K = real_common.intrinsics_at(K, disparity.shape[:2], image_size)
         return raw
 
     def _fit_to_image(self, array: np.ndarray, image_size: tuple[int, int], path: Path) -> np.ndarray:
@@ -132,7 +110,7 @@ class Cityscapes(RealDataset):
                       and width % image_size[1] == 0
                       and height // image_size[0] == width // image_size[1])
         if not downscaled:
-            check_same_size(image_size, array, path)
+            real_common.check_same_size(image_size, array, path)
             return array
         return resize_nearest(torch.from_numpy(array), image_size).numpy()
 
@@ -143,7 +121,7 @@ def read_camera(path: Path) -> tuple[float, np.ndarray]:
         calibration = json.loads(path.read_text())
         baseline = float(calibration["extrinsic"]["baseline"])
         intrinsic = calibration["intrinsic"]
-        K = intrinsics(intrinsic["fx"], intrinsic["fy"], intrinsic["u0"], intrinsic["v0"])
+        K = real_common.intrinsics(intrinsic["fx"], intrinsic["fy"], intrinsic["u0"], intrinsic["v0"])
     except (KeyError, TypeError, ValueError) as error:
         raise DatasetError(f"{path} lacks extrinsic.baseline or intrinsic.fx/fy/u0/v0 ({error!r}); "
                            "re-extract camera_trainvaltest.zip") from error

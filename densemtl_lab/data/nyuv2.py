@@ -21,29 +21,16 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from densemtl_lab.data import real_common
 from densemtl_lab.data.classes import palette_for
-from densemtl_lab.data.real_common import (
-    Archive,
-    DatasetError,
-    RawSample,
-    RealDataset,
-    SampleFiles,
-    check_same_size,
-    intrinsics,
-    intrinsics_at,
-    lookup_ids,
-    png_channel,
-    read_npy,
-    read_png,
-    read_rgb,
-)
+from densemtl_lab.data.real_common import Archive, DatasetError, RawSample, RealDataset, SampleFiles
 from densemtl_lab.data.transforms import MAP_KEYS
 
 NYUD_SOURCE = ("NYUD_MT.tgz, the multi-task NYUD-v2 release linked from "
                "github.com/SimonVandenhende/Multi-Task-Learning-PyTorch and github.com/brdav/atrc")
 #: Size (H, W) of the release's frames and the Kinect K shifted by the assumed crop.
 FULL_SIZE = (425, 560)
-KINECT_K = intrinsics(518.858, 519.470, 325.582 - 40.0, 253.736 - 45.0)
+KINECT_K = real_common.intrinsics(518.858, 519.470, 325.582 - 40.0, 253.736 - 45.0)
 
 #: The 40 classes of Gupta et al. (segmentation value - 1).
 NYU40_CLASSES: tuple[str, ...] = (
@@ -68,8 +55,8 @@ FILES: dict[str, tuple[str, tuple[str, ...]]] = {
 def _read_map(path: Path) -> np.ndarray:
     """A label map from .npy or .png (8/16-bit, channels as stored, BGR reordered to RGB)."""
     if path.suffix == ".npy":
-        return read_npy(path)
-    array = read_png(path)
+        return real_common.read_npy(path)
+    array = real_common.read_png(path)
     return array[..., 2::-1] if array.ndim == 3 else array
 
 
@@ -101,14 +88,8 @@ class NYUv2(RealDataset):
     class_names = NYU40_CLASSES
     palette = palette_for(NYU40_CLASSES)
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        size: tuple[int, int] | None = (448, 576),
-        tasks: str | Iterable[str] | None = None,
-        transform: Callable[[dict], dict] | None = None,
-    ) -> None:
+    def __init__(self, root: str | Path, split: str = "train", size: tuple[int, int] | None = (448, 576),
+                 tasks: str | Iterable[str] | None = None, transform: Callable[[dict], dict] | None = None) -> None:
         super().__init__(root, split, size, tasks, transform)
 
     def archives(self) -> dict[str, Archive]:
@@ -135,17 +116,18 @@ class NYUv2(RealDataset):
         return next((path for path in candidates if path.is_file()), candidates[0])
 
     def read_raw(self, sample: SampleFiles) -> RawSample:
-        image = read_rgb(sample.paths["image"])
-        raw = RawSample(image=image, K=intrinsics_at(KINECT_K, FULL_SIZE, image.shape[:2]))
+        image = real_common.read_rgb(sample.paths["image"])
+        raw = RawSample(image=image, K=real_common.intrinsics_at(KINECT_K, FULL_SIZE, image.shape[:2]))
         readers = {
-            "semseg": lambda path: lookup_ids(png_channel(read_png(path)), NYU40_MAP),
-            "depth": lambda path: np.nan_to_num(_single_channel(read_npy(path)).astype(np.float32)),
+            "semseg": lambda path: real_common.lookup_ids(
+                real_common.png_channel(real_common.read_png(path)), NYU40_MAP),
+            "depth": lambda path: np.nan_to_num(_single_channel(real_common.read_npy(path)).astype(np.float32)),
             "normals": _normals,
             "edges": lambda path: _single_channel(_read_map(path)) > 0,
         }
         for role in MAP_KEYS[1:]:
             if self.reads(role):
                 value = readers[role](sample.paths[role])
-                check_same_size(image.shape[:2], value, sample.paths[role])
+                real_common.check_same_size(image.shape[:2], value, sample.paths[role])
                 setattr(raw, role, value)
         return raw

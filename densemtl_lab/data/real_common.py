@@ -185,9 +185,7 @@ class RealDataset(Dataset):
         transform: Callable[[dict], dict] | None = None,
     ) -> None:
         self.root = Path(root)
-        if split not in self.splits:
-            raise DatasetError(f"split={split!r} is unknown for {type(self).__name__}; "
-                               f"use one of {', '.join(self.splits)}")
+        self._check_option("split", split, self.splits)
         self.split = split
         self.size = None if size is None else Resize(size).size
         self.tasks = TASK_ORDER if tasks is None else _parse_optional_tasks(tasks)
@@ -217,6 +215,13 @@ class RealDataset(Dataset):
         return {"split": self.split}
 
     # The shared machinery.
+    def _check_option(self, parameter: str, value: object, allowed: Iterable[object]) -> None:
+        """Raise a DatasetError naming `parameter` and its allowed values when `value` is not one."""
+        allowed = tuple(allowed)
+        if value not in allowed:
+            raise DatasetError(f"{parameter}={value!r} is unknown for {type(self).__name__}; "
+                               f"use one of {', '.join(map(str, allowed))}")
+
     @property
     def class_ids(self) -> tuple[int, ...]:
         """The evaluated classes."""

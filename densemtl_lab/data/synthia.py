@@ -19,22 +19,9 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from densemtl_lab.data import real_common
 from densemtl_lab.data.classes import CITYSCAPES_SET_NAMES, palette_for
-from densemtl_lab.data.real_common import (
-    Archive,
-    DatasetError,
-    RawSample,
-    RealDataset,
-    SampleFiles,
-    check_same_size,
-    intrinsics,
-    intrinsics_at,
-    lookup_ids,
-    png_channel,
-    read_png,
-    read_rgb,
-    seeded_split,
-)
+from densemtl_lab.data.real_common import Archive, RawSample, RealDataset, SampleFiles
 
 SYNTHIA_SOURCE = "https://synthia-dataset.net/downloads/ (SYNTHIA-RAND-CITYSCAPES (CVPR16))"
 SYNTHIA_ARCHIVE = "SYNTHIA_RAND_CITYSCAPES.rar"
@@ -42,7 +29,7 @@ LABEL_DIRS = ("GT/LABELS", "parsed_LABELS")
 DEPTH_DIRS = ("Depth/Depth", "Depth")
 #: Size (H, W) of the SYNTHIA frames and the reference's constant K at that size.
 FULL_SIZE = (760, 1280)
-REFERENCE_K = intrinsics(532.740352, 532.740352, 640.0, 380.0)
+REFERENCE_K = real_common.intrinsics(532.740352, 532.740352, 640.0, 380.0)
 
 #: SYNTHIA class ids 0..22 (0 = void).
 SYNTHIA_CLASSES: tuple[str, ...] = (
@@ -71,22 +58,11 @@ class Synthia(RealDataset):
     class_names = CITYSCAPES_SET_NAMES[16]
     palette = palette_for(CITYSCAPES_SET_NAMES[16])
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        size: tuple[int, int] | None = (512, 1024),
-        labels_dir: str | None = None,
-        depth_dir: str | None = None,
-        split_seed: int = 42,
-        tasks: str | Iterable[str] | None = None,
-        transform: Callable[[dict], dict] | None = None,
-    ) -> None:
-        for value, allowed, parameter in ((labels_dir, LABEL_DIRS, "labels_dir"),
-                                          (depth_dir, DEPTH_DIRS, "depth_dir")):
-            if value is not None and value not in allowed:
-                raise DatasetError(f"{parameter}={value!r} is unknown; use one of {allowed} "
-                                   "or None to pick the one present")
+    def __init__(self, root: str | Path, split: str = "train", size: tuple[int, int] | None = (512, 1024),
+                 labels_dir: str | None = None, depth_dir: str | None = None, split_seed: int = 42,
+                 tasks: str | Iterable[str] | None = None, transform: Callable[[dict], dict] | None = None) -> None:
+        self._check_option("labels_dir", labels_dir, (*LABEL_DIRS, None))  # None: the one present
+        self._check_option("depth_dir", depth_dir, (*DEPTH_DIRS, None))
         root = Path(root)
         self.labels_dir = labels_dir or _first_existing(root, LABEL_DIRS)
         self.depth_dir = depth_dir or _first_existing(root, DEPTH_DIRS)
@@ -104,7 +80,7 @@ class Synthia(RealDataset):
         names = [path.stem for path in (self.root / "RGB").glob("*.png")]
         folders = {"semseg": self.labels_dir, "depth": self.depth_dir}
         samples = []
-        for name in seeded_split(names, self.split, self.split_seed):
+        for name in real_common.seeded_split(names, self.split, self.split_seed):
             paths = {"image": self.root / "RGB" / f"{name}.png"}
             for role in self.roles()[1:]:
                 paths[role] = self.root / folders[role] / f"{name}.png"
@@ -112,14 +88,14 @@ class Synthia(RealDataset):
         return samples
 
     def read_raw(self, sample: SampleFiles) -> RawSample:
-        image = read_rgb(sample.paths["image"])
-        raw = RawSample(image=image, K=intrinsics_at(REFERENCE_K, FULL_SIZE, image.shape[:2]))
+        image = real_common.read_rgb(sample.paths["image"])
+        raw = RawSample(image=image, K=real_common.intrinsics_at(REFERENCE_K, FULL_SIZE, image.shape[:2]))
         if self.reads("semseg"):
-            labels = png_channel(read_png(sample.paths["semseg"]))  # R = class id
-            check_same_size(image.shape[:2], labels, sample.paths["semseg"])
-            raw.semseg = lookup_ids(labels, SYNTHIA_TO_16)
+            labels = real_common.png_channel(real_common.read_png(sample.paths["semseg"]))  # R = class id
+            real_common.check_same_size(image.shape[:2], labels, sample.paths["semseg"])
+            raw.semseg = real_common.lookup_ids(labels, SYNTHIA_TO_16)
         if self.reads("depth"):
-            centimetres = png_channel(read_png(sample.paths["depth"]))
-            check_same_size(image.shape[:2], centimetres, sample.paths["depth"])
+            centimetres = real_common.png_channel(real_common.read_png(sample.paths["depth"]))
+            real_common.check_same_size(image.shape[:2], centimetres, sample.paths["depth"])
             raw.depth = centimetres.astype(np.float32) * 0.01
         return raw

@@ -21,27 +21,15 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from densemtl_lab.data import real_common
 from densemtl_lab.data.classes import CITYSCAPES_SET_NAMES, palette_for
-from densemtl_lab.data.real_common import (
-    Archive,
-    DatasetError,
-    RawSample,
-    RealDataset,
-    SampleFiles,
-    check_same_size,
-    intrinsics,
-    intrinsics_at,
-    png_channel,
-    read_png,
-    read_rgb,
-    seeded_split,
-)
+from densemtl_lab.data.real_common import Archive, DatasetError, RawSample, RealDataset, SampleFiles
 from densemtl_lab.tasks import IGNORE_INDEX
 
 VKITTI2_SOURCE = "https://europe.naverlabs.com/research/computer-vision/proxy-virtual-worlds-vkitti-2/"
 #: Size (H, W) of the frames, and their constant K, used when intrinsic.txt is absent.
 FULL_SIZE = (375, 1242)
-DEFAULT_K = intrinsics(725.0087, 725.0087, 620.5, 187.0)
+DEFAULT_K = real_common.intrinsics(725.0087, 725.0087, 620.5, 187.0)
 FAR_PLANE_CM = 65535
 UNKNOWN_COLOURS = ("error", "ignore")
 
@@ -94,7 +82,7 @@ def read_intrinsics_file(path: Path) -> dict[tuple[int, int], np.ndarray]:
         for line in path.read_text().splitlines()[1:]:
             if line.strip():
                 frame, camera, fx, fy, cx, cy = line.split()
-                table[int(frame), int(camera)] = intrinsics(float(fx), float(fy), float(cx), float(cy))
+                table[int(frame), int(camera)] = real_common.intrinsics(float(fx), float(fy), float(cx), float(cy))
     except ValueError as error:
         raise DatasetError(f"{path} is not a VKITTI2 intrinsic.txt (frame cameraID fx fy cx cy "
                            f"per line): {error}; re-extract vkitti_2.0.3_textgt.tar.gz") from error
@@ -106,24 +94,12 @@ class VirtualKitti2(RealDataset):
 
     domain = "vkitti2"
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        size: tuple[int, int] | None = (320, 1024),
-        num_classes: int = 14,
-        variation: str = "15-deg-left",
-        camera: str = "Camera_0",
-        scenes: Iterable[str] | None = None,
-        split_seed: int = 42,
-        unknown_colours: str = "error",
-        tasks: str | Iterable[str] | None = None,
-        transform: Callable[[dict], dict] | None = None,
-    ) -> None:
-        if num_classes not in CLASS_SETS:
-            raise DatasetError(f"num_classes={num_classes} has no VKITTI2 class set; use 14 or 8")
-        if unknown_colours not in UNKNOWN_COLOURS:
-            raise DatasetError(f"unknown_colours={unknown_colours!r}; use 'error' or 'ignore'")
+    def __init__(self, root: str | Path, split: str = "train", size: tuple[int, int] | None = (320, 1024),
+                 num_classes: int = 14, variation: str = "15-deg-left", camera: str = "Camera_0",
+                 scenes: Iterable[str] | None = None, split_seed: int = 42, unknown_colours: str = "error",
+                 tasks: str | Iterable[str] | None = None, transform: Callable[[dict], dict] | None = None) -> None:
+        self._check_option("num_classes", num_classes, CLASS_SETS)
+        self._check_option("unknown_colours", unknown_colours, UNKNOWN_COLOURS)
         self.num_classes = num_classes
         if num_classes == 14:
             self.class_names, self.palette = VKITTI2_CLASSES, VKITTI2_COLOURS
@@ -162,7 +138,7 @@ class VirtualKitti2(RealDataset):
             for image in (scene / self.variation / "frames" / "rgb" / self.camera).glob("rgb_*.jpg"):
                 frames[f"{scene.name}/{image.stem[len('rgb_'):]}"] = image
         samples = []
-        for name in seeded_split(list(frames), self.split, self.split_seed):
+        for name in real_common.seeded_split(list(frames), self.split, self.split_seed):
             scene, frame = name.split("/")
             base = self.root / scene / self.variation
             paths = {"image": frames[name], "intrinsics": base / "intrinsic.txt"}
@@ -174,12 +150,12 @@ class VirtualKitti2(RealDataset):
         return samples
 
     def read_raw(self, sample: SampleFiles) -> RawSample:
-        image = read_rgb(sample.paths["image"])
+        image = real_common.read_rgb(sample.paths["image"])
         raw = RawSample(image=image, K=self._intrinsics(sample, image.shape[:2]))
         if self.reads("semseg"):
             path = sample.paths["semseg"]
-            colours = read_png(path)[..., 2::-1]  # BGR -> RGB
-            check_same_size(image.shape[:2], colours, path)
+            colours = real_common.read_png(path)[..., 2::-1]  # BGR -> RGB
+            real_common.check_same_size(image.shape[:2], colours, path)
             raw.semseg, unknown = decode_classes(colours, self._class_table)
             if unknown.any() and self.unknown_colours == "error":
                 colour = tuple(int(c) for c in colours[unknown][0])
@@ -188,8 +164,8 @@ class VirtualKitti2(RealDataset):
                                    "or pass unknown_colours='ignore' to ignore them")
             raw.counts["unknown_colour_pixels"] = int(unknown.sum())
         if self.reads("depth"):
-            centimetres = png_channel(read_png(sample.paths["depth"]))
-            check_same_size(image.shape[:2], centimetres, sample.paths["depth"])
+            centimetres = real_common.png_channel(real_common.read_png(sample.paths["depth"]))
+            real_common.check_same_size(image.shape[:2], centimetres, sample.paths["depth"])
             valid = (centimetres > 0) & (centimetres < FAR_PLANE_CM)
             raw.depth = np.where(valid, centimetres.astype(np.float32) * 0.01, 0.0).astype(np.float32)
         return raw
@@ -198,7 +174,7 @@ class VirtualKitti2(RealDataset):
         """The frame's K from intrinsic.txt when present, else the constant (at 1242 x 375)."""
         path = sample.paths["intrinsics"]
         if not path.is_file():
-            return intrinsics_at(DEFAULT_K, FULL_SIZE, image_size)
+            return real_common.intrinsics_at(DEFAULT_K, FULL_SIZE, image_size)
         frame = int(sample.name.split("/")[1])
         camera = int(self.camera.rsplit("_", 1)[-1])
         table = read_intrinsics_file(path)

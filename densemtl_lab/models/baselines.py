@@ -42,18 +42,16 @@ def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 class SharedEncoderMTL(MultiTaskNetwork):
     """Shared encoder + one DenseMTL decoder per task, no exchange ("mtl")."""
 
-    def __init__(
-        self,
-        tasks: str | Sequence[str],
-        num_classes: int = 19,
-        backbone: str = "resnet18",
-        weights: WeightsSource = None,
-        decoder: DecoderConfig = DecoderConfig(),
-    ) -> None:
+    def __init__(self, tasks: str | Sequence[str], num_classes: int = 19, backbone: str = "resnet18",
+                 weights: WeightsSource = None, decoder: DecoderConfig = DecoderConfig()) -> None:
         super().__init__(tasks, num_classes, backbone, weights)
         self.decoders = nn.ModuleDict(
             {t: TaskDecoder(self.encoder.channels, self.out_channels(t), decoder) for t in self.tasks}
         )
+        self._add_exchange(decoder)
+
+    def _add_exchange(self, decoder: DecoderConfig) -> None:
+        """Where a subclass with the same arguments adds its modules between the decoders (MTL: none)."""
 
     def forward(self, image: torch.Tensor) -> Outputs:
         """image [B, 3, H, W] -> {task: {0: [B, c, H, W], 1: [B, c, H/2, W/2]}}."""
@@ -83,15 +81,8 @@ class DeepLabSingleTask(MultiTaskNetwork):
 
     single_task = True
 
-    def __init__(
-        self,
-        tasks: str | Sequence[str],
-        num_classes: int = 19,
-        backbone: str = "resnet18",
-        weights: WeightsSource = None,
-        channels: int = 256,
-        dropout: float = 0.5,
-    ) -> None:
+    def __init__(self, tasks: str | Sequence[str], num_classes: int = 19, backbone: str = "resnet18",
+                 weights: WeightsSource = None, channels: int = 256, dropout: float = 0.5) -> None:
         super().__init__(tasks, num_classes, backbone, weights)
         self.head = deeplab_head(self.encoder.channels[4], self.out_channels(self.tasks[0]), channels, dropout)
 
@@ -139,14 +130,8 @@ class PADNet(MultiTaskNetwork):
     scale 0, resized to H, as in the reference.
     """
 
-    def __init__(
-        self,
-        tasks: str | Sequence[str],
-        num_classes: int = 19,
-        backbone: str = "resnet18",
-        weights: WeightsSource = None,
-        channels: int = 256,
-    ) -> None:
+    def __init__(self, tasks: str | Sequence[str], num_classes: int = 19, backbone: str = "resnet18",
+                 weights: WeightsSource = None, channels: int = 256) -> None:
         super().__init__(tasks, num_classes, backbone, weights)
         if channels < 4 or channels % 4:
             raise ValueError(f"padnet_channels={channels}; give a multiple of 4 (Bottleneck expansion)")
@@ -177,15 +162,8 @@ class PADNet(MultiTaskNetwork):
 class ThreeWaysMTL(SharedEncoderMTL):
     """DenseMTL decoders with PAD-Net distillation after level 2 ("3ways", the reference's padnet+)."""
 
-    def __init__(
-        self,
-        tasks: str | Sequence[str],
-        num_classes: int = 19,
-        backbone: str = "resnet18",
-        weights: WeightsSource = None,
-        decoder: DecoderConfig = DecoderConfig(),
-    ) -> None:
-        super().__init__(tasks, num_classes, backbone, weights, decoder)
+    def _add_exchange(self, decoder: DecoderConfig) -> None:
+        """PAD-Net distillation between the tasks' H/4 features (decoder width w2)."""
         self.distillation = CrossTaskDistillation(self.tasks, decoder.widths[2])
 
     def forward(self, image: torch.Tensor) -> Outputs:

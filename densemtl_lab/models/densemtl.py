@@ -36,16 +36,9 @@ class DenseMTL(SharedEncoderMTL):
     Returns {task: {0: [B, c, H, W], 1: [B, c, H/2, W/2]}}.
     """
 
-    def __init__(
-        self,
-        tasks: str | Sequence[str],
-        num_classes: int = 19,
-        backbone: str = "resnet18",
-        weights: WeightsSource = None,
-        decoder: DecoderConfig = DecoderConfig(),
-        xtam: XTAMConfig = XTAMConfig(),
-        exchange_mode: str = "add",
-    ) -> None:
+    def __init__(self, tasks: str | Sequence[str], num_classes: int = 19, backbone: str = "resnet18",
+                 weights: WeightsSource = None, decoder: DecoderConfig = DecoderConfig(),
+                 xtam: XTAMConfig = XTAMConfig(), exchange_mode: str = "add") -> None:
         super().__init__(tasks, num_classes, backbone, weights, decoder)
         self.exchange = MultiTaskExchangeBlock(self.tasks, decoder.widths[1], xtam, exchange_mode)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-from densemtl_lab.metrics import delta_m
+from densemtl_lab.metrics import delta_m, nest_metrics
 from densemtl_lab.tasks import TASKS, parse_tasks, task_letters
 from densemtl_lab.viz.figures import smooth
 
@@ -89,15 +89,7 @@ def results_row(model: str, tasks: str | Sequence[str], metrics: MetricsBySeed,
 
 def nested(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Rows -> {model: {task: {metric: value}, "delta_m": value}}, the input of figures.metrics_table."""
-    table: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        entry: dict[str, Any] = {} if row["delta_m"] is None else {"delta_m": row["delta_m"]}
-        for key, value in row.items():
-            task, _, metric = key.partition("/")
-            if task in TASKS and metric:
-                entry.setdefault(task, {})[metric] = value
-        table[row["model"]] = entry
-    return table
+    return {row["model"]: nest_metrics(row) for row in rows}
 
 
 def loss_curves(histories: Mapping[str, Any], keys: Sequence[str] | None = None, smoothing: float = 0.8,

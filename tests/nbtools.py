@@ -2,14 +2,21 @@
 
 The committed notebooks store the outputs of deterministic cells only (those whose first line is
 `# NBVAL_CHECK_OUTPUT`: shapes, parameter counts, dataset statistics), so that nbval can compare them
-on every change (`pytest --nbval-lax`), and nothing else: no images, no training logs.
-`densemtl-lab notebooks refresh` re-executes the notebooks with DENSEMTL_PROFILE=smoke and writes
-them back stripped; `check_committed` is what the test suite enforces.
+on every change (`pytest --nbval-lax`), and nothing else: no images, no training logs. A maintainers'
+tool, run from a checkout (default: notebooks/*.ipynb of the current folder):
+
+    python tests/nbtools.py refresh [NOTEBOOK...]   re-execute with DENSEMTL_PROFILE=smoke, write back stripped
+    python tests/nbtools.py check [NOTEBOOK...]     list what they store that they should not (exit 1)
+
+`committed_problems` is what the test suite enforces. Exit statuses are densemtl-lab's: 2 for a
+missing notebook, 130 for Ctrl-C.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterable
@@ -17,9 +24,11 @@ from typing import Iterable
 import nbformat
 
 from densemtl_lab.atomic import write_text_atomic
+from densemtl_lab.cli import EXIT_INTERRUPTED, EXIT_USER_ERROR
 
 CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
 _KEPT_MIME = ("text/plain",)
+EXIT_PROBLEMS = 1
 
 
 def is_checked(cell: nbformat.NotebookNode) -> bool:
@@ -97,3 +106,55 @@ def refresh(paths: Iterable[Path], timeout: int = 600) -> None:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+
+
+def notebook_paths(paths: list[Path]) -> list[Path]:
+    """The given notebooks (each must exist), or notebooks/*.ipynb of the current folder."""
+    if not paths:
+        paths = sorted(Path("notebooks").glob("*.ipynb"))
+        if not paths:
+            raise FileNotFoundError("no notebooks/*.ipynb here; run from the repository root or name "
+                                    "the notebooks")
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"notebook {path} does not exist")
+    return paths
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nbtools", description="refresh or check the committed lesson notebooks")
+    parser.add_argument("action", choices=("refresh", "check"),
+                        help="refresh: execute in the smoke profile and keep only checked outputs; "
+                             "check: list what committed notebooks store that they should not")
+    parser.add_argument("paths", type=Path, nargs="*", metavar="NOTEBOOK",
+                        help="notebooks (default: notebooks/*.ipynb of the current folder)")
+    return parser
+
+
+def _run(action: str, paths: list[Path]) -> int:
+    paths = notebook_paths(paths)
+    if action == "refresh":
+        refresh(paths)
+        return 0
+    problems = [problem for path in paths
+                for problem in committed_problems(nbformat.read(path, as_version=4), path.name)]
+    print("\n".join(problems) if problems else f"{len(paths)} notebooks clean")
+    return EXIT_PROBLEMS if problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Refresh or check notebooks; returns the exit status (an error you can fix: one line, 2)."""
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args.action, args.paths)
+    except (ValueError, OSError) as error:
+        print(f"nbtools: error: {str(error).splitlines()[0] if str(error) else type(error).__name__}",
+              file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("nbtools: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,8 +1,8 @@
 """Start and stop a private JupyterLab server: 127.0.0.1, a random token, fresh settings, stopped by pid.
 
-The browser test drives the lessons through it, and `make lab` can reuse it. Everything the server
-writes (settings, workspaces, runtime files, its log) lives in one work folder, so a run never touches
-the user's own Jupyter set-up:
+The browser test drives the lessons through it; a test helper, not part of the package. Everything the
+server writes (settings, workspaces, runtime files, its log) lives in one work folder, so a run never
+touches the user's own Jupyter set-up:
 
     with start_lab(LabOptions(notebook_dir="notebooks", environment=env)) as server:
         print(server.notebook_url("05_attention_maps.ipynb"))   # open it in a browser
