@@ -110,7 +110,8 @@ STUDIES: dict[str, StudySpec] = {spec.name: spec for spec in (
 
 @dataclass(frozen=True)
 class StudyRun:
-    """One training of a study: a variant (for STL, one task of it) at one seed."""
+    """One training of a study: a variant (for STL, one task of it) at one seed, with the assignments
+    that make it; `name` is its folder under the study's runs/ (e.g. "stl-S-s0", "densemtl-s2")."""
 
     variant: str
     seed: int

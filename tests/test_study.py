@@ -13,6 +13,7 @@ from scipy import stats
 
 from densemtl_lab import study
 from densemtl_lab.cli import main
+from densemtl_lab.metrics import nest_metrics
 from densemtl_lab.study import (
     STUDIES, StudyError, StudySpec, Variant, get_study, parse_shard, plan_runs, run_study, seed_rows, shard_of,
     summarise, t_interval,
@@ -260,22 +261,13 @@ def test_a_shipped_summary_recomputes_exactly_from_its_per_seed_rows(folder):
     summary = study.load_shipped(name, profile)
     spec = get_study(summary["study"])
     rows = summary["per_seed"]
-    results = {(row["variant"], row["seed"]): _nested(row) for row in rows}
+    results = {(row["variant"], row["seed"]): nest_metrics(row) for row in rows}
     assert seed_rows(spec, results) == rows  # every delta_m from the metrics beside it
     recomputed = summarise(spec, rows)
     assert recomputed["variants"] == summary["variants"] and recomputed["comparisons"] == summary["comparisons"]
     with open(study.SHIPPED_STUDIES / folder / "per_seed.csv") as table:
         assert list(csv.DictReader(table)) == [{key: ("" if value is None else str(value))
                                                 for key, value in row.items()} for row in rows]
-
-
-def _nested(row):
-    metrics = {}
-    for key, value in row.items():
-        if "/" in key:
-            task, metric = key.split("/")
-            metrics.setdefault(task, {})[metric] = value
-    return metrics
 
 
 def _record(results):
@@ -300,6 +292,32 @@ def test_findings_are_printed_from_the_record():
     assert f"mtl - stl                     +11.00  [{low:+.2f}, {high:+.2f}]    above zero (n=3)" in text
     assert [interval_verdict(i) for i in ([1, 2], [-2, -1], [-1, 1], None)] == [
         "above zero", "below zero", "includes zero", "one seed, no interval"]
+
+
+def test_findings_print_the_paired_differences_of_each_metric_asked_for():
+    from densemtl_lab.viz.studies import study_findings
+
+    results = {("stl", seed): _metrics(50.0, 10.0) for seed in range(3)}
+    results.update({("mtl", seed): _metrics(52.0 + seed, 9.0) for seed in range(3)})  # mIoU +2, +3, +4
+    text = study_findings(_record(results), metrics=("delta_m", "semseg/mIoU"))
+    low, high = t_interval([2.0, 3.0, 4.0])
+    assert "Paired differences of semseg/mIoU (a - b, same seed), mean and 95% t-interval:" in text
+    assert f"mtl - stl                      +3.00  [{low:+.2f}, {high:+.2f}]     above zero (n=3)" in text
+    assert "semseg/mIoU" not in study_findings(_record(results))  # delta_m alone by default
+
+
+def test_study_means_give_each_variant_the_nested_shape_of_a_metrics_table():
+    from densemtl_lab.viz.figures import metrics_table
+    from densemtl_lab.viz.studies import study_means
+
+    results = {("stl", seed): _metrics(50.0, 10.0) for seed in range(2)}
+    results.update({("mtl", seed): _metrics(52.0 + 2 * seed, 9.0) for seed in range(2)})
+    means = study_means(_record(results))
+    assert means["mtl"]["semseg"] == {"mIoU": 53.0, "pixel_acc": 90.0} and means["mtl"]["depth"]["rmse"] == 9.0
+    assert means["stl"]["delta_m"] == 0.0 and means["mtl"]["delta_m"] == pytest.approx(8.0)  # (7 + 9) / 2
+    table = metrics_table(means, ["semseg/mIoU", "depth/rmse", "delta_m"])
+    cells = table.axes[0].tables[0].get_celld()
+    assert [cells[2, column].get_text().get_text() for column in range(3)] == ["53.00", "9.00", "8.00"]
 
 
 @pytest.mark.slow

@@ -8,12 +8,13 @@ never from prose typed beside it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from densemtl_lab.atomic import atomic_path
+from densemtl_lab.metrics import nest_metrics
 from densemtl_lab.tasks import TASKS
 
 
@@ -84,9 +85,18 @@ def interval_verdict(interval: list[float] | None) -> str:
     return "above zero" if low > 0 else "below zero" if high < 0 else "includes zero"
 
 
-def study_findings(record: Mapping[str, Any]) -> str:
+def study_means(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each variant's mean over seeds as {variant: {task: {metric: mean}, "delta_m": mean}}, the shape
+    `figures.metrics_table` draws (a metric without values is left out)."""
+    return {label: nest_metrics({column: described["mean"] for column, described in columns.items()
+                                 if column != "seeds" and described["n"]})
+            for label, columns in record["variants"].items()}
+
+
+def study_findings(record: Mapping[str, Any], metrics: Sequence[str] = ("delta_m",)) -> str:
     """What a study found, as text printed from its record: provenance, delta_m per variant, each paired
-    difference of delta_m with its interval, and DenseMTL's attention diagnostics where recorded."""
+    difference of every metric in `metrics` (delta_m, or a column such as "semseg/mIoU") with its
+    interval, and DenseMTL's attention diagnostics where recorded."""
     provenance = record["provenance"]
     hours = provenance.get("seconds", 0) / 3600
     seeds = sorted({row["seed"] for row in record["per_seed"]})
@@ -100,13 +110,14 @@ def study_findings(record: Mapping[str, Any]) -> str:
         if described.get("n"):
             spread = f" ± {described['std']:.2f}" if described["std"] is not None else ""
             lines.append(f"  {label:<18} {described['mean']:+7.2f}{spread}  (n={described['n']})")
-    lines.append("Paired differences of delta_m (a - b, same seed), mean and 95% t-interval:")
-    for item in record["comparisons"]:
-        if item["metric"] == "delta_m" and item["n"]:
-            interval = item["interval95"]
-            shown = f"[{interval[0]:+.2f}, {interval[1]:+.2f}]" if interval else "-"
-            lines.append(f"  {item['a'] + ' - ' + item['b']:<28} {item['mean']:+7.2f}  {shown:<18} "
-                         f"{interval_verdict(interval)} (n={item['n']})")
+    for metric in metrics:
+        lines.append(f"Paired differences of {metric} (a - b, same seed), mean and 95% t-interval:")
+        for item in record["comparisons"]:
+            if item["metric"] == metric and item["n"]:
+                interval = item["interval95"]
+                shown = f"[{interval[0]:+.2f}, {interval[1]:+.2f}]" if interval else "-"
+                lines.append(f"  {item['a'] + ' - ' + item['b']:<28} {item['mean']:+7.2f}  {shown:<18} "
+                             f"{interval_verdict(interval)} (n={item['n']})")
     return "\n".join([*lines, attention_findings(record)]).rstrip("\n")
 
 
