@@ -9,6 +9,11 @@ in the order given, each in this one process.
 
     python bench/bench_aggregators.py                               # all offered aggregators, 5 timed steps each
     python bench/bench_aggregators.py --aggregators none,mgda,upgrad --steps 10 --threads 1
+    python bench/bench_aggregators.py --aggregators none --conflicts     # + the gradient-conflict log's cost
+
+`--conflicts` adds a row `none, conflicts measured every step`: the plain backward with
+`train.conflict_every=1` (densemtl_lab.conflicts), so that its ratio minus 1, divided by N, is the
+log's overhead at `train.conflict_every=N`.
 
 An aggregator whose solvers are missing is reported as skipped with the install command. On a busy
 machine the figures stretch (torch threads wait on each other): `--threads 1` and the CPU seconds
@@ -35,15 +40,16 @@ from densemtl_lab.train import Trainer
 from bench_train import Samples  # bench/ is on the path when a bench script runs
 
 
-def bench_config(args: argparse.Namespace, aggregator: str) -> ExperimentConfig:
+def bench_config(args: argparse.Namespace, aggregator: str, conflict_every: int | None = None) -> ExperimentConfig:
     return override(get_profile(args.profile), f"model.name={args.model}", f"model.tasks={args.tasks}",
                     "train.device=cpu", "train.quiet=true", f"train.amp={args.amp}",
-                    f"train.aggregator={aggregator}")
+                    f"train.aggregator={aggregator}", f"train.conflict_every={conflict_every or 'null'}")
 
 
-def measure(args: argparse.Namespace, aggregator: str, batches: list[dict], samples: list[dict]) -> dict:
+def measure(args: argparse.Namespace, aggregator: str, batches: list[dict], samples: list[dict],
+            conflict_every: int | None = None) -> dict:
     """Median (wall, CPU) seconds per step of one aggregator over the timed steps."""
-    config = bench_config(args, aggregator)
+    config = bench_config(args, aggregator, conflict_every)
     trainer = Trainer(config, train_set=Samples(samples), val_set=Samples(samples[:config.train.batch_size]))
     walls, cpus = [], []
     for index, batch in enumerate(batches):
@@ -70,6 +76,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--amp", default="off", help="train.amp (default off: float32 on any CPU)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--conflicts", action="store_true",
+                        help="also time the plain backward with the gradient-conflict log on every step")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -94,6 +102,8 @@ def main() -> None:
             report["aggregators"][name] = {"skipped": f"needs {', '.join(missing)}: {EXTRA_INSTALL}"}
             continue
         report["aggregators"][name] = measure(args, name, batches, samples)
+    if args.conflicts:
+        report["aggregators"]["none, conflicts measured every step"] = measure(args, "none", batches, samples, 1)
     reference = report["aggregators"].get("none", {}).get("s_per_step")
     if reference:
         for row in report["aggregators"].values():

@@ -53,7 +53,7 @@ AGGREGATOR_NAMES = ("none", "sum", "mean", "mgda", "pcgrad", "cagrad", "imtl-g",
 #: Fields that may differ when a run folder is resumed (they change how, not what, is trained).
 RESUMABLE_CHANGES = frozenset({
     "train.steps", "train.quiet", "train.device", "train.num_threads", "data.num_workers",
-    "data.root", "data.target_root", "train.baselines_file",
+    "data.root", "data.target_root", "train.baselines_file", "train.conflict_every",
 })
 
 
@@ -226,6 +226,9 @@ class TrainConfig:
     # densemtl_lab.aggregation): needs weighting=fixed, several tasks, no fp16, one process
     aggregator: str | None = "none"      # null (what `-p train.aggregator=none` reads as) is stored as "none"
     loss_weights: dict[str, float] | None = None  # fixed weights (None: tasks.default_weights)
+    # log the task gradients' norms and pairwise cosines on the shared encoder every N steps
+    # (densemtl_lab.conflicts; one extra backward per task on those steps); None: off
+    conflict_every: int | None = None
     depth_loss: str = "berhu"            # berhu | l1 (the depth task's loss_kinds)
     quiet: bool = False                  # no progress bar
 
@@ -234,6 +237,8 @@ class TrainConfig:
             _check(getattr(self, key) >= 1, f"train.{key}={getattr(self, key)} must be >= 1")
         _check(self.eval_batches is None or self.eval_batches >= 1,
                f"train.eval_batches={self.eval_batches} must be >= 1 or null")
+        _check(self.conflict_every is None or self.conflict_every >= 1,
+               f"train.conflict_every={self.conflict_every} must be >= 1 or null (off)")
         _check(self.amp in ("auto", "off", "bf16", "fp16"),
                f"train.amp={self.amp!r} must be auto, off, bf16 or fp16")
         _check(self.weighting in ("fixed", "uncertainty", "dwa"),

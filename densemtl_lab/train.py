@@ -54,6 +54,7 @@ from densemtl_lab.checkpoint import (
 from densemtl_lab.config import (
     ADAPT_METHODS, RESUMABLE_CHANGES, ConfigError, ExperimentConfig, OptimConfig, config_differences,
 )
+from densemtl_lab.conflicts import ConflictLog, task_losses
 from densemtl_lab.data.build import build_dataset
 from densemtl_lab.evaluation import Batch, autocast_dtype, evaluate, to_device
 from densemtl_lab.losses import MultiTaskLoss
@@ -379,6 +380,9 @@ class Trainer:
         self.amp_dtype = autocast_dtype(self.config.train.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
         self.aggregation = self._build_aggregation()
+        every = self.config.train.conflict_every
+        self.conflicts = None if every is None else ConflictLog(self.model, self.tasks, every, self.context)
+        self.conflict_row: dict[str, float] = {}  # the last step's gradient statistics (train_step)
 
     def _build_aggregation(self) -> Any:
         """The torchjd gradient aggregation of `train.aggregator` (densemtl_lab.aggregation), or None."""
@@ -491,12 +495,20 @@ class Trainer:
 
         With `train.aggregator` the losses are checked first and the backward is torchjd's
         (`GradientAggregation.backward`): the aggregated Jacobian for the encoder, the task-side
-        gradients for everything else; clipping and the update are the same.
+        gradients for everything else; clipping and the update are the same. On a step that
+        `train.conflict_every` measures, `conflict_row` receives the task gradients' statistics
+        (densemtl_lab.conflicts) before the backward; otherwise it is emptied.
         """
         batch = to_device(batch, self.device, self.channels_last)
-        with self.autocast(), self.aggregation.capture() if self.aggregation is not None else nullcontext():
+        measured = self.conflicts is not None and self.conflicts.due(self.step + 1)
+        with (self.autocast(), self.aggregation.capture() if self.aggregation is not None else nullcontext(),
+              task_losses(self.criterion) if measured else nullcontext() as losses):
             outputs = self.network(batch["image"])
             total, parts = self.criterion(outputs, batch)
+        self.conflict_row = {}
+        if measured:
+            scale = self.scaler.get_scale() if self.scaler is not None else 1.0
+            self.conflict_row = self.conflicts.measure(losses, self.criterion.current_weights(), scale)
         self.optimizer.zero_grad(set_to_none=True)
         if self.aggregation is not None:
             values = self._checked_loss_values(total, parts, {})  # before the solvers see a NaN
@@ -611,7 +623,7 @@ class Trainer:
                 values = self.train_step(next(batches))
                 self.step += 1
                 self.history.steps.append({"step": self.step, "loss": values[0], **lrs,
-                                           **dict(zip(self.loss_names[1:], values[1:]))})
+                                           **dict(zip(self.loss_names[1:], values[1:])), **self.conflict_row})
                 running = values[0] if running is None else 0.9 * running + 0.1 * values[0]
                 bar.set_postfix(loss=f"{running:.4g}", refresh=False)
                 bar.update(1)

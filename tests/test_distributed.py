@@ -90,6 +90,9 @@ def test_torchrun_two_gloo_processes_end_with_identical_weights(tmp_path):
     assert len(seen[0]["names"]) == len(seen[1]["names"]) == 3 * 2  # 3 steps x batch 2 per rank
     assert not set(seen[0]["names"]) & set(seen[1]["names"])  # one pass: the ranks see other samples
     assert seen[0]["metrics"] == seen[1]["metrics"]  # evaluation statistics summed over both ranks
+    # gradient conflicts of step 2 only, averaged over the ranks: the same numbers on both
+    assert [bool(row) for row in seen[0]["conflicts"]] == [False, True, False]
+    assert seen[0]["conflicts"] == seen[1]["conflicts"] and seen[0]["conflicts"][1]["grad_norm/semseg"] > 0
     run = tmp_path / "run"
     assert [p.name for p in (run / "checkpoints").glob("step_*.pt")] == ["step_0000003.pt"]
     history = json.loads((run / "history.json").read_text())

@@ -1,0 +1,86 @@
+"""Gradient conflicts between the tasks on the shared encoder: per-task gradients, their norms and cosines.
+
+Two tasks conflict on a shared layer when their gradients point in different directions: a step that
+lowers one loss raises the other. With `train.conflict_every = N` the trainer measures this every N
+steps, on that step's batch, before its own backward: each task's weighted loss w_t L_t (the weights
+the total gives it at that step) is differentiated with respect to the encoder's parameters (one
+extra backward per task through the step's graph), and the history's row of that step gets
+
+    grad_norm/<task>          ||g_t||, the length of the task's gradient on the encoder
+    grad_cosine/<a>~<b>       g_a . g_b / (||g_a|| ||g_b||) for every pair, in [-1, 1] (NaN if one is 0)
+
+Under the fp16 gradient scaler the losses are scaled before differentiating and the gradients
+unscaled after, as in the update. In a distributed run each rank's gradients are averaged over the
+ranks first, so every rank logs the same numbers, those of the global batch. The encoder is what the
+tasks share (as for `train.aggregator`, see `densemtl_lab.aggregation`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from itertools import combinations
+
+import torch
+from torch import nn
+
+from densemtl_lab import distributed
+
+
+def task_gradients(losses: Sequence[torch.Tensor], shared: Sequence[torch.Tensor], scale: float = 1.0
+                   ) -> torch.Tensor:
+    """[T, P] float32: row t is d losses[t] / d shared, flattened over all of `shared` (zeros where the loss
+    does not reach a parameter). The graph is kept (retain_graph) for the step's own backward.
+    `scale` multiplies each loss before differentiating and divides the gradient after (fp16 scaling)."""
+    rows = []
+    for loss in losses:
+        grads = torch.autograd.grad(loss * scale, shared, retain_graph=True, allow_unused=True)
+        rows.append(torch.cat([(torch.zeros_like(param) if grad is None else grad).reshape(-1).float()
+                               for grad, param in zip(grads, shared)]) / scale)
+    return torch.stack(rows)
+
+
+def conflict_statistics(gradients: torch.Tensor, tasks: Sequence[str]) -> dict[str, float]:
+    """{"grad_norm/<task>": ||g_t||, "grad_cosine/<a>~<b>": cosine of g_a and g_b} of [T, P] `gradients`."""
+    norms = gradients.norm(dim=1)
+    products = gradients @ gradients.T
+    statistics = {f"grad_norm/{task}": float(norm) for task, norm in zip(tasks, norms)}
+    for a, b in combinations(range(len(tasks)), 2):
+        denominator = float(norms[a] * norms[b])
+        cosine = max(-1.0, min(1.0, float(products[a, b]) / denominator)) if denominator > 0 else float("nan")
+        statistics[f"grad_cosine/{tasks[a]}~{tasks[b]}"] = cosine
+    return statistics
+
+
+@contextmanager
+def task_losses(criterion: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Within, each forward of `criterion` (a `MultiTaskLoss`) fills the yielded dict with its unweighted
+    per-task losses as its weighting receives them, still attached to the graph."""
+    captured: dict[str, torch.Tensor] = {}
+    hook = criterion.weighting.register_forward_pre_hook(lambda module, inputs: captured.update(inputs[0]))
+    try:
+        yield captured
+    finally:
+        hook.remove()
+
+
+class ConflictLog:
+    """The trainer's measurement of gradient conflicts every `every` steps (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, tasks: Sequence[str], every: int,
+                 context: distributed.ProcessContext = distributed.ProcessContext()) -> None:
+        self.tasks = tuple(tasks)
+        self.every = every
+        self.context = context
+        self.shared = [param for param in model.encoder.parameters() if param.requires_grad]
+
+    def due(self, step: int) -> bool:
+        """Whether step number `step` (counted from 1) is measured."""
+        return step % self.every == 0
+
+    def measure(self, losses: Mapping[str, torch.Tensor], weights: Mapping[str, float], scale: float = 1.0
+                ) -> dict[str, float]:
+        """The statistics of the weighted losses w_t L_t of one step (its graph must still be alive)."""
+        gradients = task_gradients([weights[task] * losses[task] for task in self.tasks], self.shared, scale)
+        gradients = distributed.all_reduce_mean(gradients, self.context)
+        return conflict_statistics(gradients, self.tasks)
