@@ -51,6 +51,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from densemtl_lab import distributed
 from densemtl_lab.config import AGGREGATOR_NAMES, ConfigError
 
 #: What `pip install` adds for the aggregators whose solvers torchjd leaves optional.
@@ -128,7 +129,8 @@ class GradientAggregation:
     exactly the losses of the ordinary path). `backward()` then runs `mtl_backward` + `jac_to_grad`.
     """
 
-    def __init__(self, name: str, model: nn.Module, criterion: nn.Module, tasks: Sequence[str]) -> None:
+    def __init__(self, name: str, model: nn.Module, criterion: nn.Module, tasks: Sequence[str],
+                 context: distributed.ProcessContext = distributed.ProcessContext()) -> None:
         if len(tasks) < 2:
             raise ConfigError(f"train.aggregator={name!r} combines the gradients of several tasks; "
                               f"tasks={tuple(tasks)} has one")
@@ -138,6 +140,7 @@ class GradientAggregation:
         if name == "nash-mtl":  # cvxpy's note on torchjd's problem formulation: harmless, nothing to act on
             warnings.filterwarnings("ignore", message="You are solving a parameterized problem that is not DPP")
         self.criterion = criterion
+        self.context = context
         self.shared = [param for param in model.encoder.parameters() if param.requires_grad]
         self.parameters = [param for param in model.parameters() if param.requires_grad]
         self.last_weights: torch.Tensor | None = None  # the aggregator's weights of the last step (if any)
@@ -201,6 +204,7 @@ class GradientAggregation:
             mixed = any(feature.dtype != self.shared[0].dtype for feature in features)
             mtl_backward(losses, features=features, shared_params=self.shared, retain_graph=True,
                          parallel_chunk_size=1 if mixed else None)
+            self._average_over_processes()
             weights = jac_to_grad(self.shared, self.aggregator)
         finally:
             self._features = self._losses = None
@@ -210,6 +214,18 @@ class GradientAggregation:
         self._match_layouts()
         self.last_weights = None if weights is None else weights.detach()
         return self.last_weights
+
+    def _average_over_processes(self) -> None:
+        """Under torchrun, the mean over the ranks of the encoder's Jacobian and of the task-side gradients.
+
+        The trainer runs this path inside DDP's no_sync(), so nothing else reduces them: every rank then
+        aggregates the same Jacobian (the global batch's) and takes the same step.
+        """
+        shared = {id(param) for param in self.shared}
+        distributed.all_reduce_mean_together(
+            [param.jac for param in self.shared if hasattr(param, "jac")]
+            + [param.grad for param in self.parameters if id(param) not in shared and param.grad is not None],
+            self.context)
 
     def _match_layouts(self) -> None:
         """Give every .grad its parameter's strides (channels_last weights get contiguous gradients here).

@@ -223,7 +223,7 @@ class TrainConfig:
     num_threads: int | None = None       # CPU threads (None: torch's default, divided among DDP ranks)
     weighting: str = "fixed"             # fixed | uncertainty | dwa
     # none (the weighted sum's backward) | a gradient aggregator of the shared encoder (AGGREGATOR_NAMES,
-    # densemtl_lab.aggregation): needs weighting=fixed, several tasks, no fp16, one process
+    # densemtl_lab.aggregation): needs weighting=fixed, several tasks, no fp16
     aggregator: str | None = "none"      # null (what `-p train.aggregator=none` reads as) is stored as "none"
     loss_weights: dict[str, float] | None = None  # fixed weights (None: tasks.default_weights)
     # log the task gradients' norms and pairwise cosines on the shared encoder every N steps

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -77,6 +77,15 @@ def all_reduce_mean(values: torch.Tensor, context: ProcessContext) -> torch.Tens
         dist.all_reduce(values)
         values /= context.world_size
     return values
+
+
+def all_reduce_mean_together(tensors: Sequence[torch.Tensor], context: ProcessContext) -> None:
+    """The mean over the processes of each tensor, in place, through one all-reduce of their concatenation."""
+    if context.enabled and tensors:
+        flat = torch.cat([tensor.reshape(-1) for tensor in tensors])
+        all_reduce_mean(flat, context)
+        for tensor, values in zip(tensors, flat.split([tensor.numel() for tensor in tensors])):
+            tensor.copy_(values.view_as(tensor))
 
 
 def all_reduce_sum(tensors: Iterable[torch.Tensor], context: ProcessContext) -> None:

@@ -389,16 +389,12 @@ class Trainer:
         name = self.config.train.aggregator
         if name == "none":
             return None
-        if self.context.enabled:
-            raise ConfigError(f"train.aggregator={name!r} trains in one process; several processes (torchrun) "
-                              "are not supported: DistributedDataParallel reduces .grad during backward, "
-                              "before the Jacobian is aggregated")
         if self.scaler is not None:
             raise ConfigError(f"train.aggregator={name!r} cannot run with fp16 autocast and its gradient scaler "
                               "(train.amp=auto chose fp16: this GPU has no bf16); set train.amp=off")
         from densemtl_lab.aggregation import GradientAggregation  # imports torchjd only when used
 
-        return GradientAggregation(name, self.model, self.criterion, self.tasks)
+        return GradientAggregation(name, self.model, self.criterion, self.tasks, self.context)
 
     def training_loader(self, dataset: Dataset, seed: int
                         ) -> tuple[DataLoader, distributed.EpochSampler, torch.Generator]:
@@ -501,7 +497,10 @@ class Trainer:
         """
         batch = to_device(batch, self.device, self.channels_last)
         measured = self.conflicts is not None and self.conflicts.due(self.step + 1)
+        # under torchrun the aggregation averages the ranks' Jacobians itself: DDP must not reduce .grad
+        unsynced = self.aggregation is not None and self.context.enabled
         with (self.autocast(), self.aggregation.capture() if self.aggregation is not None else nullcontext(),
+              self.network.no_sync() if unsynced else nullcontext(),
               task_losses(self.criterion) if measured else nullcontext() as losses):
             outputs = self.network(batch["image"])
             total, parts = self.criterion(outputs, batch)

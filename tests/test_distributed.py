@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from densemtl_lab.config import get_profile
 from densemtl_lab.distributed import (
     EpochSampler, ProcessContext, ShardSampler, all_reduce_mean, init_from_env, process_device,
 )
+from densemtl_lab.train import Trainer
 
 HELPER = Path(__file__).parent / "helpers" / "ddp_train.py"
 
@@ -74,17 +76,23 @@ def test_evaluation_shards_cover_every_index_once():
     assert shards == [[0, 3, 6], [1, 4], [2, 5]]
 
 
-@pytest.mark.slow
-def test_torchrun_two_gloo_processes_end_with_identical_weights(tmp_path):
+def _torchrun_smoke(out: Path, *assignments: str) -> list[dict]:
+    """Train the smoke profile in two gloo processes (tests/helpers/ddp_train.py); each rank's weights."""
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    done = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(HELPER), str(tmp_path)],
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(HELPER), str(out), *assignments],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    weights = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
+    weights = [torch.load(out / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:
         assert torch.equal(weights[0][key], weights[1][key]), key
+    return weights
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_processes_end_with_identical_weights(tmp_path):
+    _torchrun_smoke(tmp_path)
     seen = [json.loads((tmp_path / f"seen{rank}.json").read_text()) for rank in range(2)]
     assert seen[0]["world_size"] == 2
     assert len(seen[0]["names"]) == len(seen[1]["names"]) == 3 * 2  # 3 steps x batch 2 per rank
@@ -97,3 +105,12 @@ def test_torchrun_two_gloo_processes_end_with_identical_weights(tmp_path):
     assert [p.name for p in (run / "checkpoints").glob("step_*.pt")] == ["step_0000003.pt"]
     history = json.loads((run / "history.json").read_text())
     assert [row["step"] for row in history["steps"]] == [1, 2, 3]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("aggregator", ["mgda", "upgrad"])
+def test_an_aggregator_under_torchrun_takes_the_same_step_on_every_rank(tmp_path, aggregator):
+    # each rank sees other samples: without the all-reduce of the Jacobians the weights would drift apart
+    weights = _torchrun_smoke(tmp_path, f"train.aggregator={aggregator}")
+    start = Trainer(get_profile("smoke", quiet=True, device="cpu")).model.state_dict()  # the same seeded start
+    assert any(not torch.equal(weights[0][key], start[key]) for key in start if key.startswith("encoder."))

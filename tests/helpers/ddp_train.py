@@ -1,6 +1,7 @@
 """Run under `torchrun --nproc_per_node=2`: train the smoke profile with DDP; every rank saves its weights.
 
-Usage: torchrun --standalone --nproc_per_node=2 tests/helpers/ddp_train.py OUT_DIR
+Usage: torchrun --standalone --nproc_per_node=2 tests/helpers/ddp_train.py OUT_DIR [ASSIGNMENT...]
+(assignments as `-p` takes them, e.g. train.aggregator=mgda).
 Writes OUT_DIR/rank<r>.pt (the model state_dict of rank r) and OUT_DIR/seen<r>.json (sample names, and
 the gradient-conflict statistics each rank logged: train.conflict_every=2).
 """
@@ -14,11 +15,12 @@ from pathlib import Path
 import torch
 
 from densemtl_lab import distributed
-from densemtl_lab.config import get_profile
+from densemtl_lab.config import get_profile, override
 from densemtl_lab.train import Trainer
 
 out = Path(sys.argv[1])
-config = get_profile("smoke", steps=3, eval_every=3, checkpoint_every=3, quiet=True, device="cpu", conflict_every=2)
+config = override(get_profile("smoke", steps=3, eval_every=3, checkpoint_every=3, quiet=True, device="cpu",
+                              conflict_every=2), *sys.argv[2:])
 trainer = Trainer(config, out / "run")
 seen, conflicts = [], []
 original_step = trainer.train_step
