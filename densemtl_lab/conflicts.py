@@ -20,11 +20,18 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import combinations
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+from torch.utils.data import default_collate
 
 from densemtl_lab import distributed
+from densemtl_lab.evaluation import to_device
+from densemtl_lab.losses import MultiTaskLoss
+
+if TYPE_CHECKING:
+    from densemtl_lab.config import ExperimentConfig
 
 
 def task_gradients(losses: Sequence[torch.Tensor], shared: Sequence[torch.Tensor], scale: float = 1.0
@@ -84,3 +91,23 @@ class ConflictLog:
         gradients = task_gradients([weights[task] * losses[task] for task in self.tasks], self.shared, scale)
         gradients = distributed.all_reduce_mean(gradients, self.context)
         return conflict_statistics(gradients, self.tasks)
+
+
+def batch_jacobian(model: nn.Module, config: ExperimentConfig, samples: Sequence[Mapping[str, Any]],
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """[T, P]: the encoder gradients of the weighted task losses w_t L_t of `samples` (one batch), in task
+    order, with the criterion `config` trains with and the model in evaluation mode (its mode is kept):
+    the Jacobian the aggregators of `train.aggregator` read at that batch."""
+    criterion = MultiTaskLoss.from_config(config).to(device)
+    batch = to_device(default_collate(list(samples)), torch.device(device), channels_last=False)
+    was_training = model.training
+    model.eval()
+    try:
+        with task_losses(criterion) as losses:
+            criterion(model(batch["image"]), batch)
+        weights = criterion.current_weights()
+        shared = [param for param in model.encoder.parameters() if param.requires_grad]
+        return task_gradients([weights[task] * losses[task] for task in criterion.tasks], shared)
+    finally:
+        model.train(was_training)
+

@@ -12,13 +12,16 @@ reference's fixed weights.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import torch
 import torch.nn as nn
 
 from densemtl_lab.tasks import LabelError, PredictionError, get_task, parse_tasks
 from densemtl_lab.weighting import build_weighting
+
+if TYPE_CHECKING:
+    from densemtl_lab.config import ExperimentConfig
 
 __all__ = ["LabelError", "MultiTaskLoss", "PredictionError"]
 
@@ -51,6 +54,12 @@ class MultiTaskLoss(nn.Module):
         self.weighting = build_weighting(
             weighting, self.tasks, weights, dwa_temperature=dwa_temperature, dwa_window=dwa_window
         )
+
+    @classmethod
+    def from_config(cls, config: ExperimentConfig) -> MultiTaskLoss:
+        """The criterion a run of `config` trains with (its tasks, loss weights, weighting and loss kinds)."""
+        train = config.train
+        return cls(config.model.task_names, train.loss_weights, train.weighting, train.loss_kinds)
 
     def task_loss(self, task: str, scales: Mapping[int, torch.Tensor], label: torch.Tensor) -> torch.Tensor:
         """One task's unweighted loss: the mean over the model's output scales."""

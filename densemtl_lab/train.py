@@ -341,8 +341,7 @@ class Trainer:
         self.model = model if model is not None else build_model(
             config.model.name, self.tasks, num_classes=config.model.num_classes, **config.model.build_options())
         self.model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
-        self.criterion = MultiTaskLoss(self.tasks, settings.loss_weights, settings.weighting,
-                                       settings.loss_kinds).to(self.device)
+        self.criterion = MultiTaskLoss.from_config(config).to(self.device)
         self._build_optimisation()
         self.network = self._wrap_for_processes(self.model)
         self.loader, self.sampler, self.loader_generator = self.training_loader(self.train_set, settings.seed)

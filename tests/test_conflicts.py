@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from densemtl_lab.config import ConfigError, get_profile, override
-from densemtl_lab.conflicts import ConflictLog, conflict_statistics, task_gradients, task_losses
+from densemtl_lab.conflicts import ConflictLog, batch_jacobian, conflict_statistics, task_gradients, task_losses
 from densemtl_lab.evaluation import to_device
 from densemtl_lab.train import Trainer
 
@@ -97,3 +97,22 @@ def test_the_log_runs_beside_an_aggregator_in_bf16_and_sees_the_gradients_before
     trainer.fit()
     assert all(-1.0 <= row["grad_cosine/depth~normals"] <= 1.0 and row["grad_norm/semseg"] > 0
                for row in trainer.history.steps)
+
+
+def test_the_jacobian_of_a_batch_has_a_row_per_task_over_the_encoders_parameters(step_losses):
+    trainer, _ = step_losses
+    samples = [trainer.train_set[index] for index in range(2)]
+    trainer.model.train()
+    jacobian = batch_jacobian(trainer.model, SMOKE, samples)
+    encoder = sum(param.numel() for param in trainer.model.encoder.parameters())
+    assert jacobian.shape == (3, encoder) and bool((jacobian.norm(dim=1) > 0).all())
+    assert trainer.model.training  # its mode is kept
+    weights = trainer.criterion.current_weights()
+    log = ConflictLog(trainer.model, ["semseg", "depth", "normals"], every=1)
+    trainer.model.eval()
+    with task_losses(trainer.criterion) as losses:
+        batch = to_device(torch.utils.data.default_collate(samples), trainer.device, False)
+        trainer.criterion(trainer.model(batch["image"]), batch)
+    trainer.model.train()
+    again = log.measure(losses, weights)
+    assert float(jacobian[1].norm()) == pytest.approx(again["grad_norm/depth"], rel=1e-5)
