@@ -120,7 +120,7 @@ LAYERS = {
     2: ("config", "run_folder"),
     3: ("models", "data"),
     4: ("losses", "weighting", "metrics"),
-    5: ("train", "evaluation", "distributed", "checkpoint", "aggregation", "discriminator"),
+    5: ("train", "evaluation", "distributed", "checkpoint", "aggregation", "conflicts", "discriminator"),
     6: ("uda", "diagnostics", "viz"),
     7: ("cli", "notebook", "run", "report", "study", "__main__"),
 }
