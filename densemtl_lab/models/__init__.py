@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 
+from densemtl_lab.config import MODEL_NAMES  # the one list of model names (configs load without torch)
 from densemtl_lab.models.baselines import (
     DeepLabSingleTask,
     PADNet,
@@ -70,7 +71,8 @@ def _densemtl(
     )
 
 
-#: Model name -> builder(tasks, num_classes, backbone, weights, decoder_widths, **options).
+#: Model name (each of config.MODEL_NAMES) -> builder(tasks, num_classes, backbone, weights, decoder_widths,
+#: **options).
 BUILDERS: dict[str, Callable[..., MultiTaskNetwork]] = {
     "stl": _with_decoder(SingleTaskNet),
     "stl-deeplab": _stl_deeplab,
@@ -79,7 +81,6 @@ BUILDERS: dict[str, Callable[..., MultiTaskNetwork]] = {
     "3ways": _with_decoder(ThreeWaysMTL),
     "densemtl": _densemtl,
 }
-MODEL_NAMES: tuple[str, ...] = tuple(BUILDERS)
 _COMMON = ("tasks", "num_classes", "backbone", "weights", "decoder_widths")
 
 
