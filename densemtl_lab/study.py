@@ -69,6 +69,8 @@ class StudySpec:
 
 # The adaptation study trains on the toy source scenes whatever domain the profile trains on.
 _UDA = ("data.domain=source", "data.target_dataset=toy")
+#: The aggregators study's methods (notebook 08): the plain weighted sum first.
+_AGGREGATORS = ("none", "mgda", "pcgrad", "upgrad")
 STUDIES: dict[str, StudySpec] = {spec.name: spec for spec in (
     StudySpec(
         "architectures", "STL, MTL, PAD-Net, 3-Ways and DenseMTL on S, D, N", "SDN",
@@ -105,6 +107,16 @@ STUDIES: dict[str, StudySpec] = {spec.name: spec for spec in (
          Variant("dwa", ("train.weighting=dwa",)), Variant("stl", ("model.name=stl",))),
         baseline="stl", comparisons=(("uncertainty", "fixed"), ("dwa", "fixed")),
         default_seeds=3, common=("model.name=densemtl",)),
+    StudySpec(
+        "aggregators", "the weighted sum against MGDA, PCGrad and UPGrad on the encoder of DenseMTL and MTL", "SDN",
+        tuple(Variant(f"{model}-{method}" if method != "none" else model,
+                      (f"model.name={model}", f"train.aggregator={method}"))
+              for model in ("densemtl", "mtl") for method in _AGGREGATORS)
+        + (Variant("stl", ("model.name=stl",)),),
+        baseline="stl",
+        comparisons=tuple((f"{model}-{method}", model) for model in ("densemtl", "mtl")
+                          for method in _AGGREGATORS[1:]) + (("densemtl", "mtl"),),
+        default_seeds=3),
 )}
 
 

@@ -13,6 +13,7 @@ from scipy import stats
 
 from densemtl_lab import study
 from densemtl_lab.cli import main
+from densemtl_lab.config import get_profile
 from densemtl_lab.metrics import nest_metrics
 from densemtl_lab.study import (
     STUDIES, StudyError, StudySpec, Variant, get_study, parse_shard, plan_runs, run_study, seed_rows, shard_of,
@@ -380,3 +381,13 @@ def test_a_shard_keeps_the_times_another_shard_wrote_while_it_trained(tmp_path):
         run_study(TINY, "smoke", out, [0], shard=(1, 3), device="cpu", progress=False)  # stl-S-s0 alone
     timings = json.loads((out / "timings.json").read_text())
     assert set(timings) == {"stl-S-s0", "stl-D-s0"} and timings["stl-D-s0"] == 12.5
+
+
+def test_the_aggregators_study_shares_its_plain_runs_with_the_architectures_study():
+    base = get_profile("course")
+    shared = {"densemtl-s0", "mtl-s0", "stl-S-s0", "stl-D-s0", "stl-N-s0"}
+    configs = [{run.name: study.run_config(base, run) for run in plan_runs(get_study(name), [0]) if run.name in shared}
+               for name in ("architectures", "aggregators")]
+    assert configs[0].keys() == shared and configs[0] == configs[1]  # one training serves both (link the folders)
+    methods = {run.name: study.run_config(base, run).train.aggregator for run in plan_runs(get_study("aggregators"), [0])}
+    assert methods["densemtl-upgrad-s0"] == "upgrad" and methods["mtl-mgda-s0"] == "mgda"
