@@ -152,9 +152,11 @@ class ToyConfig:
         object.__setattr__(self, "seed", seed)
         object.__setattr__(self, "severity", float(self.severity))
 
-    def rng(self, index: int) -> np.random.Generator:
-        """The generator of sample `index`: default_rng([seed, domain_id, split_id, index])."""
-        return np.random.default_rng([self.seed, DOMAINS.index(self.domain), SPLITS.index(self.split), index])
+    def rng(self, index: int, stream: int | None = None) -> np.random.Generator:
+        """The generator of sample `index`: default_rng([seed, domain_id, split_id, index]); another
+        `stream` (an extra key) gives an independent one for draws the sample itself never makes."""
+        key = [self.seed, DOMAINS.index(self.domain), SPLITS.index(self.split), index]
+        return np.random.default_rng(key if stream is None else [*key, stream])
 
 
 # --- appearance -----------------------------------------------------------------------------------
@@ -262,8 +264,12 @@ def _lane_pixels(scene: Scene, render: Render, x: np.ndarray, z: np.ndarray) -> 
 def _surface_detail(scene: Scene, render: Render, lattice: np.ndarray, image: np.ndarray, s: np.float32) -> np.ndarray:
     """World-space texture (value noise, 0.6 m cells), facade windows and lane marks, weighted by s.
 
-    Writes into `image`, the [3, H, W] albedo, and returns it."""
-    x, y, z = render.points_world()
+    Writes into `image`, the [3, H, W] albedo, and returns it. Its coordinates are the scene's own,
+    so a moved camera (`Scene.origin`) sees the same paint on the same surfaces."""
+    points = render.points_world()
+    if any(scene.origin):  # a moved camera: back into the scene's frame (the sky stays at 0, as unmoved)
+        points[:, ~render.sky] += np.asarray(scene.origin, dtype=np.float32)[:, None]
+    x, y, z = points
     nx, ny, _ = render.normals_world
     u = np.where(np.abs(nx) > 0.5, z, x)  # texture axes: x-z on the ground, z-y or x-y on walls
     v = np.where(np.abs(ny) > 0.5, z, y)
@@ -279,8 +285,12 @@ def _surface_detail(scene: Scene, render: Render, lattice: np.ndarray, image: np
     return image
 
 
-def shade_target(scene: Scene, render: Render, rng: np.random.Generator, severity: float) -> np.ndarray:
-    """Target appearance [3, H, W] float32; every effect grows with `severity` (0 = source look)."""
+def shade_target(scene: Scene, render: Render, rng: np.random.Generator, severity: float,
+                 noise_rng: np.random.Generator | None = None) -> np.ndarray:
+    """Target appearance [3, H, W] float32; every effect grows with `severity` (0 = source look).
+
+    The sensor noise comes from `noise_rng` when given (a frame of a sequence: the scene's look is
+    shared, the noise is not), else from `rng` after everything else."""
     s = np.float32(severity)
     albedo = _target_albedo(scene.instance_labels, rng, s)
     sun, beta = _sun_direction(rng), rng.uniform(0.005, 0.02) * severity
@@ -302,7 +312,7 @@ def shade_target(scene: Scene, render: Render, rng: np.random.Generator, severit
     blurred -= image
     blurred *= s
     image += blurred
-    noise = rng.standard_normal(image.shape[1:], dtype=np.float32)  # luminance noise
+    noise = (rng if noise_rng is None else noise_rng).standard_normal(image.shape[1:], dtype=np.float32)  # luminance
     noise *= 0.03 * s
     image += noise
     return image
@@ -318,6 +328,15 @@ def _quantise(image: np.ndarray) -> np.ndarray:
     return image.astype(np.uint8)
 
 
+def render_image(config: ToyConfig, scene: Scene, render: Render, rng: np.random.Generator,
+                 noise_rng: np.random.Generator | None = None) -> np.ndarray:
+    """The uint8 [3, H, W] image of a rendered scene in `config`'s domain (appearance drawn from `rng`,
+    the target's sensor noise from `noise_rng` when given)."""
+    if config.domain == "source":
+        return _quantise(shade_source(scene, render, rng))
+    return _quantise(shade_target(scene, render, rng, config.severity, noise_rng))
+
+
 def render_toy_arrays(config: ToyConfig, index: int) -> dict[str, np.ndarray]:
     """Sample `index` of `config` as numpy arrays, as they are stored on disk.
 
@@ -327,12 +346,8 @@ def render_toy_arrays(config: ToyConfig, index: int) -> dict[str, np.ndarray]:
     rng = config.rng(index)
     scene = sample_scene(rng, config.size, SCENE_STYLES[config.domain])
     render = render_scene(scene)
-    if config.domain == "source":
-        image = shade_source(scene, render, rng)
-    else:
-        image = shade_target(scene, render, rng, config.severity)
     return {
-        "image": _quantise(image),
+        "image": render_image(config, scene, render, rng),
         "semseg": render.labels,
         "depth": np.where(render.depth <= MAX_DEPTH_M, render.depth, 0.0).astype(np.float32),  # sky: inf
         "normals": render.normals(),

@@ -96,6 +96,10 @@ class Scene:
     spheres: np.ndarray  # K, 4: centre x, y, z, radius
     sphere_instances: np.ndarray  # K
     instance_labels: np.ndarray  # I, uint8 class id of each instance
+    # Where the camera stands in the frame the scene was sampled in. The primitives are always given
+    # relative to the camera; a camera moved along a toy sequence shifts them by minus its position,
+    # and the world-anchored appearance (texture, lane dashes) adds it back (`toy_sequence`).
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 def _uniform(rng: np.random.Generator, low: float, high: float) -> float:
