@@ -119,7 +119,7 @@ LAYERS = {
     1: ("tasks", "atomic", "lazy", "runtime", "data.classes"),
     2: ("config", "run_folder"),
     3: ("models", "data"),
-    4: ("losses", "weighting", "metrics"),
+    4: ("losses", "weighting", "metrics", "photometric"),
     5: ("train", "evaluation", "distributed", "checkpoint", "aggregation", "conflicts", "discriminator"),
     6: ("uda", "diagnostics", "viz"),
     7: ("cli", "notebook", "run", "report", "study", "__main__"),

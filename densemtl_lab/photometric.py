@@ -1,0 +1,148 @@
+"""View synthesis and the photometric loss of self-supervised depth, as the reference's Monodepth2 code has them.
+
+Self-supervised depth (the semi-supervised depth setting, SDE) learns depth from video: a neighbouring
+frame, warped into frame 0 by the predicted depth, the intrinsics and the relative pose, should look
+like frame 0. The loss compares the two with SSIM and L1, keeps per pixel the best source, and lets
+the unwarped sources compete (the auto-mask: pixels that a static camera would explain as well are
+not learnt from). Reference: github.com/astra-vision/DenseMTL, `vendor/monodepth2/layers.py`
+(`disp_to_depth`, `SSIM`, `BackprojectDepth`, `Project3D`, `get_smooth_loss`) and
+`vendor/monodepth2/loss.py` (`MonodepthLoss`); `bench/compare_monodepth2_loss.py` runs both on the same
+inputs. The geometry (back-projection, rigid transform, projection) is kornia's; SSIM is written out,
+because kornia's is Gaussian-windowed and the reference's is a 3x3 box (docs/faithfulness.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from kornia.geometry.camera.perspective import project_points
+from kornia.geometry.conversions import normalize_pixel_coordinates
+from kornia.geometry.depth import depth_to_3d_v2
+from kornia.geometry.linalg import transform_points
+
+#: The reference's SSIM constants (for images in [0, 1]) and the SSIM share of the photometric error.
+SSIM_C1, SSIM_C2 = 0.01 ** 2, 0.03 ** 2
+SSIM_WEIGHT = 0.85
+
+
+def disparity_to_depth(disparity: torch.Tensor, min_depth: float, max_depth: float) -> torch.Tensor:
+    """A sigmoid output in [0, 1] -> depth in [min_depth, max_depth] (0 -> max_depth), linear in 1/depth."""
+    min_disparity, max_disparity = 1 / max_depth, 1 / min_depth
+    return 1 / (min_disparity + (max_disparity - min_disparity) * disparity)
+
+
+def pixel_index_intrinsics(K: torch.Tensor) -> torch.Tensor:
+    """Intrinsics for pixels indexed by their integer coordinates (kornia's and the reference's warping).
+
+    Our data contract puts pixel (u, v)'s centre at (u + 0.5, v + 0.5) (data/geometry.py); the warp
+    samples the image at integer grid points, so the principal point moves by half a pixel."""
+    shifted = K.clone()
+    shifted[..., 0, 2] -= 0.5
+    shifted[..., 1, 2] -= 0.5
+    return shifted
+
+
+def project_into_source(depth: torch.Tensor, K: torch.Tensor, source_from_target: torch.Tensor) -> torch.Tensor:
+    """Where each target pixel lands in the source frame: pixel coordinates [B, H, W, 2] (x, y).
+
+    depth [B, 1, H, W] (the target's metric z-depth), K [B, 3, 3] (data-contract intrinsics),
+    source_from_target [B, 4, 4] (T_{s<-t}: target camera coordinates to the source camera's)."""
+    K = pixel_index_intrinsics(K.to(depth.dtype))
+    points = depth_to_3d_v2(depth[:, 0], K)  # B, H, W, 3
+    moved = transform_points(source_from_target.to(depth.dtype)[:, None], points)
+    return project_points(moved, K[:, None, None])
+
+
+def warp_to_target(source: torch.Tensor, depth: torch.Tensor, K: torch.Tensor,
+                   source_from_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The source image [B, C, H, W] seen from the target camera: (warped [B, C, H, W], inside [B, 1, H, W]).
+
+    Bilinear, with the border repeated outside the source (the reference's `padding_mode='border'`);
+    `inside` marks the pixels whose sample point lies within the source image."""
+    height, width = depth.shape[-2:]
+    with torch.autocast(depth.device.type, enabled=False):  # geometry in fp32 under bf16/fp16 autocast
+        pixels = project_into_source(depth.float(), K.float(), source_from_target.float())
+        grid = normalize_pixel_coordinates(pixels, height, width)
+        warped = F.grid_sample(source.float(), grid, padding_mode="border", align_corners=True)
+    inside = ((grid.abs() <= 1).all(dim=-1)).unsqueeze(1)
+    return warped, inside
+
+
+def ssim_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(1 - SSIM) / 2 per pixel and channel, clamped to [0, 1]: 3x3 box statistics of reflection-padded images."""
+    x, y = F.pad(x, (1, 1, 1, 1), mode="reflect"), F.pad(y, (1, 1, 1, 1), mode="reflect")
+    mean_x, mean_y = F.avg_pool2d(x, 3, 1), F.avg_pool2d(y, 3, 1)
+    var_x = F.avg_pool2d(x * x, 3, 1) - mean_x ** 2
+    var_y = F.avg_pool2d(y * y, 3, 1) - mean_y ** 2
+    covariance = F.avg_pool2d(x * y, 3, 1) - mean_x * mean_y
+    numerator = (2 * mean_x * mean_y + SSIM_C1) * (2 * covariance + SSIM_C2)
+    denominator = (mean_x ** 2 + mean_y ** 2 + SSIM_C1) * (var_x + var_y + SSIM_C2)
+    return torch.clamp((1 - numerator / denominator) / 2, 0, 1)
+
+
+def photometric_error(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """0.85 (1 - SSIM) / 2 + 0.15 |prediction - target|, each averaged over channels: [B, 1, H, W]."""
+    l1 = (target - prediction).abs().mean(1, keepdim=True)
+    return SSIM_WEIGHT * ssim_distance(prediction, target).mean(1, keepdim=True) + (1 - SSIM_WEIGHT) * l1
+
+
+def edge_aware_smoothness(disparity: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """Mean |gradient| of the mean-normalised disparity, damped by exp(-|image gradient|) (a scalar)."""
+    disparity = disparity / (disparity.mean((2, 3), keepdim=True) + 1e-7)
+    disparity_dx = (disparity[..., :, :-1] - disparity[..., :, 1:]).abs()
+    disparity_dy = (disparity[..., :-1, :] - disparity[..., 1:, :]).abs()
+    image_dx = (image[..., :, :-1] - image[..., :, 1:]).abs().mean(1, keepdim=True)
+    image_dy = (image[..., :-1, :] - image[..., 1:, :]).abs().mean(1, keepdim=True)
+    return (disparity_dx * torch.exp(-image_dx)).mean() + (disparity_dy * torch.exp(-image_dy)).mean()
+
+
+@dataclass
+class PhotometricLoss:
+    """The loss of one batch and what the lesson draws: the loss (mean over scales), each scale's
+    loss, the auto-mask at scale 0 ([B, 1, H, W], 1 where a warped source beat every unwarped one)
+    and the sources warped at scale 0 ([B, S, 3, H, W])."""
+
+    loss: torch.Tensor
+    per_scale: list[torch.Tensor]
+    automask: torch.Tensor | None
+    warped: torch.Tensor
+
+
+def photometric_loss(disparities: list[torch.Tensor], image: torch.Tensor, sources: torch.Tensor,
+                     K: torch.Tensor, source_poses: torch.Tensor, *, min_depth: float = 0.1,
+                     max_depth: float = 100.0, smoothness: float = 1e-3, automask: bool = True,
+                     generator: torch.Generator | None = None) -> PhotometricLoss:
+    """Monodepth2's loss, as the reference's `MonodepthLoss.compute_losses` computes it.
+
+    disparities: the depth head's sigmoid outputs, one per scale s (at 1/2^s of the image or any
+    size: each is resized bilinearly to the image for the warp, and its image is resized to it for
+    the smoothness term); image [B, 3, H, W] (frame 0, in [0, 1]); sources [B, S, 3, H, W] (its
+    neighbours); K [B, 3, 3]; source_poses [B, S, 4, 4] (T_{s<-0}). Per scale: the per-pixel minimum
+    over sources of the photometric error (with the unwarped sources competing when `automask`; ties
+    broken by N(0, 1e-5) noise drawn from `generator`, as the reference does), averaged, plus
+    `smoothness` / 2^s times the edge-aware smoothness of that scale's disparity.
+    """
+    height, width = image.shape[-2:]
+    num_sources = sources.shape[1]
+    identity = torch.cat([photometric_error(sources[:, i], image) for i in range(num_sources)], 1) if automask else None
+    per_scale, mask, warped_at_0 = [], None, None
+    for scale, disparity in enumerate(disparities):
+        full = F.interpolate(disparity, size=(height, width), mode="bilinear", align_corners=False)
+        depth = disparity_to_depth(full, min_depth, max_depth)
+        warped = [warp_to_target(sources[:, i], depth, K, source_poses[:, i])[0] for i in range(num_sources)]
+        errors = torch.cat([photometric_error(view, image) for view in warped], 1)
+        if identity is not None:
+            noise = torch.randn(identity.shape, generator=generator, device=identity.device) * 1e-5
+            errors = torch.cat([identity + noise, errors], 1)
+        best, chosen = errors.min(dim=1) if errors.shape[1] > 1 else (errors[:, 0], None)
+        if scale == 0:
+            warped_at_0 = torch.stack(warped, 1)
+            if identity is not None:
+                mask = (chosen >= num_sources).unsqueeze(1).float()
+        scaled_image = image if disparity.shape[-2:] == image.shape[-2:] else F.interpolate(
+            image, size=disparity.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
+        smooth = edge_aware_smoothness(disparity, scaled_image)
+        per_scale.append(best.mean() + smoothness * smooth / 2 ** scale)
+    return PhotometricLoss(torch.stack(per_scale).mean(), per_scale, mask, warped_at_0)
