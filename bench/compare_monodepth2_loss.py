@@ -6,7 +6,8 @@ this script runs it from a checkout that you name: it loads `vendor/monodepth2/l
 repository does not ship). Both losses get the same disparities at four scales, frame 0 and its two
 neighbours, intrinsics and poses, and the same tie-breaking noise (the same seed before each call);
 the script prints one JSON object: each scale's loss, the total, the warped images and the auto-mask,
-with the largest differences.
+with the largest differences, and the pose network's transforms from the same (axis-angle,
+translation) parameters, both ways round.
 
     git clone https://github.com/astra-vision/DenseMTL /tmp/DenseMTL      # or any checkout of it
     python bench/compare_monodepth2_loss.py --reference /tmp/DenseMTL
@@ -31,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from densemtl_lab.models.posenet import transformation_from_parameters
 from densemtl_lab.photometric import photometric_loss, pixel_index_intrinsics
 
 SCALES = (0, 1, 2, 3)
@@ -105,6 +107,13 @@ def main() -> None:
     reference_outputs, reference = reference_loss(module, data, height, width, args.seed + 1)
     torch.manual_seed(args.seed + 1)
     ours = photometric_loss(data["disparities"], data["image"], data["sources"], data["K"], data["poses"])
+    generator = torch.Generator().manual_seed(args.seed)
+    axis_angle, translation = torch.randn(64, 3, generator=generator) * 0.2, torch.randn(64, 3, generator=generator)
+    layers = sys.modules["reference_monodepth2.layers"]
+    transform_difference = max(float((transformation_from_parameters(axis_angle, translation, invert) -
+                                      layers.transformation_from_parameters(axis_angle[:, None], translation[:, None],
+                                                                            invert)).abs().max())
+                               for invert in (False, True))
     per_scale = [{"scale": s, "ours": float(ours.per_scale[s]), "reference": float(reference["mono_loss", s])}
                  for s in SCALES]
     warped_difference = max(float((ours.warped[:, i] - reference_outputs["color", f, 0]).abs().max())
@@ -118,6 +127,7 @@ def main() -> None:
             "per_scale_loss": max(abs(row["ours"] - row["reference"]) for row in per_scale),
             "warped_images_scale_0": warped_difference,
             "automask_pixels_differing": int((ours.automask != reference["automask"]).sum()),
+            "pose_transforms": transform_difference,
         },
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.machine()},
     }

@@ -148,6 +148,13 @@ def _file_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
+def resnet_state_dict(backbone: str, weights: str | Path) -> dict[str, torch.Tensor]:
+    """The torchvision state dict of `backbone` that `weights` names: "imagenet" or a local file."""
+    if weights == "imagenet":
+        return _imagenet_state_dict(backbone, backbone_spec(backbone))
+    return _file_state_dict(Path(weights))
+
+
 def _summarise(keys: Sequence[str], most: int = 8) -> str:
     shown = ", ".join(keys[:most])
     return shown + (f" (+{len(keys) - most} more)" if len(keys) > most else "")
@@ -177,10 +184,7 @@ class ResNetEncoder(nn.Module):
 
     def load_weights(self, weights: str | Path) -> None:
         """Load "imagenet" or a local torchvision ResNet state dict into the trunk, strictly."""
-        if weights == "imagenet":
-            state = _imagenet_state_dict(self.backbone, BACKBONES[self.backbone])
-        else:
-            state = _file_state_dict(Path(weights))
+        state = resnet_state_dict(self.backbone, weights)
         trunk = {key: value for key, value in state.items() if not key.startswith("fc.")}
         expected = self.state_dict()
         missing = sorted(set(expected) - set(trunk))
