@@ -268,7 +268,9 @@ class TrainConfig:
 class AdaptConfig:
     """Unsupervised adaptation to `data.target_dataset` (docs/faithfulness.md, "Multi-task UDA"; densemtl_lab.uda)."""
 
-    method: str = "none"                 # none (source only) | adversarial | entropy | oracle (labelled target)
+    # none (source only) | adversarial | entropy | oracle (labelled target); null (what `-p adapt.method=none`
+    # reads as) is stored as "none"
+    method: str | None = "none"
     adversarial_weight: float = 0.005    # generator's adversarial loss weight (the reference's lambda_adv_ent)
     entropy_weight: float = 0.05         # entropy minimisation weight (ADVENT's 1e-3 x the semseg weight 50)
     discriminator_lr: float = 1e-4       # Adam, poly decay to 0 over train.steps
@@ -277,6 +279,8 @@ class AdaptConfig:
     poly_power: float = 0.9              # discriminator learning-rate decay (1 - step / steps) ** power
 
     def __post_init__(self) -> None:
+        if self.method is None:
+            object.__setattr__(self, "method", "none")
         _check(self.method in ADAPT_METHODS,
                f"adapt.method={self.method!r} is unknown; use one of {', '.join(ADAPT_METHODS)}")
         _check(self.adversarial_weight >= 0 and self.entropy_weight >= 0,

@@ -99,6 +99,7 @@ def test_get_profile_rejects_unclear_keywords(keyword, message):
     ("data.root=/data/city scapes", "data", "root", "/data/city scapes"),
     ("model.tasks=NS", "model", "tasks", "SN"),
     ("data.hflip=True", "data", "hflip", True),
+    ("adapt.method=none", "adapt", "method", "none"),  # -p reads none as null; stored as "none"
     ("train.loss_weights={\"semseg\": 2, \"depth\": 1, \"normals\": 3}", "train", "loss_weights",
      {"semseg": 2.0, "depth": 1.0, "normals": 3.0}),
 ])
