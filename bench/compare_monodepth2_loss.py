@@ -63,7 +63,7 @@ def inputs(batch: int, height: int, width: int, seed: int) -> dict[str, torch.Te
     smooth = lambda *shape: F.interpolate(torch.rand(*shape[:-2], shape[-2] // 4, shape[-1] // 4, generator=generator),  # noqa: E731
                                           size=shape[-2:], mode="bilinear", align_corners=False)
     frames = smooth(batch * 3, 3, height, width).reshape(batch, 3, 3, height, width)
-    disparities = [torch.rand(batch, 1, height // 2 ** s, width // 2 ** s, generator=generator) * 0.3 for s in SCALES]
+    disparities = {s: torch.rand(batch, 1, height // 2 ** s, width // 2 ** s, generator=generator) * 0.3 for s in SCALES}
     K = torch.tensor([[0.58 * width, 0, 0.5 * width], [0, 1.92 * height, 0.5 * height], [0, 0, 1]]).repeat(batch, 1, 1)
     poses = torch.eye(4).repeat(batch, 2, 1, 1)
     poses[:, :, :3, 3] = (torch.rand(batch, 2, 3, generator=generator) - 0.5) * 0.2
@@ -84,10 +84,10 @@ def reference_loss(module: types.ModuleType, data: dict[str, torch.Tensor], heig
     K[:, :3, :3] = pixel_index_intrinsics(data["K"])
     x = {("K", 0): K, ("inv_K", 0): torch.linalg.inv(K), ("color", -1, 0): data["sources"][:, 0],
          ("color", 1, 0): data["sources"][:, 1]}
-    for s, disparity in zip(SCALES, data["disparities"]):
+    for s, disparity in data["disparities"].items():
         x["color", 0, s] = data["image"] if s == 0 else F.interpolate(
             data["image"], size=disparity.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
-    y = {("disp", s): d for s, d in zip(SCALES, data["disparities"])}
+    y = {("disp", s): d for s, d in data["disparities"].items()}
     y["cam_T_cam", 0, -1], y["cam_T_cam", 0, 1] = data["poses"][:, 0], data["poses"][:, 1]
     y.update(loss.generate_images_pred(x, y))
     torch.manual_seed(seed)

@@ -92,6 +92,7 @@ class DataConfig:
     options: dict[str, LoaderOption] | None = None         # real dataset loader options, e.g. {variation: clone}
     target_options: dict[str, LoaderOption] | None = None  # the same for the target dataset
     train_split: str = "train"           # the source split trained on: train, or all (SYNTHIA/VKITTI2, for UDA)
+    sequence: bool = False               # toy: training samples with frames -1 and +1 (self-supervised depth)
 
     def __post_init__(self) -> None:
         for name in (self.dataset, self.target_dataset or "toy"):
@@ -116,6 +117,13 @@ class DataConfig:
         _check(self.domain in ("source", "target"),
                f"data.domain={self.domain!r} must be 'source' or 'target'")
         _check(self.num_workers >= 0, f"data.num_workers={self.num_workers} must be >= 0")
+        if self.sequence:
+            _check(self.dataset == "toy", f"data.sequence=true reads frame triplets, which only the toy dataset "
+                   f"renders so far, not data.dataset={self.dataset!r}")
+            _check(self.root is None, "data.sequence=true renders the toy sequences on the fly; a toy set written "
+                   f"to disk (data.root={self.root!r}) holds single frames: set data.root=null")
+            _check(not self.hflip and self.crop is None, "data.sequence=true does not flip or crop (the frames and "
+                   "poses would have to follow); set data.hflip=false and data.crop=null")
 
 
 @dataclass(frozen=True)
@@ -137,6 +145,10 @@ class ModelConfig:
     aspp_channels: int | None = None     # None: decoder_widths[4]
     dropout: float = 0.5                 # after the ASPP
     padnet_channels: int = 256           # PAD-Net's distillation width
+    # code (the depth head regresses the normalised inverse depth) | disparity (a sigmoid disparity between
+    # 0.1 and 100 m, the reference's self-supervised depth head; train.depth_loss=photometric)
+    depth_output: str = "code"
+    pose_weights: str | None = None      # the pose network's ResNet-18 (photometric depth): None, imagenet or a file
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", task_letters(parse_tasks(self.tasks)))
@@ -147,6 +159,8 @@ class ModelConfig:
         _check(self.exchange_mode in ("add", "prod", "replace"),
                f"model.exchange_mode={self.exchange_mode!r} must be add, prod or replace")
         _check(self.xtam_ds >= 1, f"model.xtam_ds={self.xtam_ds} must be >= 1")
+        _check(self.depth_output in ("code", "disparity"),
+               f"model.depth_output={self.depth_output!r} must be code or disparity")
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -160,7 +174,7 @@ class ModelConfig:
         """
         options = {key: getattr(self, key) for key in MODEL_OPTIONS[self.name]}
         return {"backbone": self.backbone, "weights": self.weights,
-                "decoder_widths": self.decoder_widths, **options}
+                "decoder_widths": self.decoder_widths, "depth_output": self.depth_output, **options}
 
 
 @dataclass(frozen=True)
@@ -182,6 +196,7 @@ class OptimConfig:
     # Lesson-only deviation (docs/faithfulness.md): the correlation branches' alpha learn at this rate
     # (None: optim.lr, as the reference). Zero-initialised, alpha opens too slowly for short CPU runs.
     alpha_lr: float | None = None
+    pose_lr: float = 1e-6                # the pose network of photometric depth (the reference's monodepth.pose_net)
 
     def __post_init__(self) -> None:
         _check(self.name in ("adam", "sgd"), f"optim.name={self.name!r} must be 'adam' or 'sgd'")
@@ -195,6 +210,7 @@ class OptimConfig:
                f"optim.scheduler_gamma={self.scheduler_gamma} must lie in (0, 1]")
         _check(self.alpha_lr is None or self.alpha_lr > 0,
                f"optim.alpha_lr={self.alpha_lr} must be > 0 or null (null: optim.lr)")
+        _check(self.pose_lr >= 0, f"optim.pose_lr={self.pose_lr} must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -229,7 +245,9 @@ class TrainConfig:
     # log the task gradients' norms and pairwise cosines on the shared encoder every N steps
     # (densemtl_lab.conflicts; one extra backward per task on those steps); None: off
     conflict_every: int | None = None
-    depth_loss: str = "berhu"            # berhu | l1 (the depth task's loss_kinds)
+    # berhu | l1 | photometric (learnt from frames -1 and +1, no depth label: needs data.sequence=true and
+    # model.depth_output=disparity; densemtl_lab.photometric)
+    depth_loss: str = "berhu"
     quiet: bool = False                  # no progress bar
 
     def __post_init__(self) -> None:
@@ -332,6 +350,13 @@ class ExperimentConfig:
                    f"model.tasks={self.model.tasks} (e.g. '{tasks[0]}/{TASKS[tasks[0]].main_metric}')")
         _check(metric != "delta_m" or self.train.baseline_setting is not None,
                "train.best_metric='delta_m' needs train.baseline_setting (a setting of baselines.json)")
+        if self.train.depth_loss == "photometric":
+            _check("depth" in tasks, f"train.depth_loss='photometric' learns depth; model.tasks={self.model.tasks} has no D")
+            _check(self.data.sequence, "train.depth_loss='photometric' learns from neighbouring frames; set "
+                   "data.sequence=true")
+            _check(self.model.depth_output == "disparity", "train.depth_loss='photometric' warps with a bounded "
+                   "depth; set model.depth_output=disparity (the reference's sigmoid disparity head)")
+            _check(method == "none", f"train.depth_loss='photometric' with adapt.method={method!r} is not supported")
 
     @property
     def best_metric(self) -> str:
@@ -346,7 +371,8 @@ class ExperimentConfig:
         model, the dataset, the device and the processes)."""
         return {"batch_size": self.train.batch_size, "amp": self.train.amp,
                 "channels_last": self.train.channels_last, "num_workers": self.data.num_workers,
-                "max_batches": self.train.eval_batches, "dataset_name": self.data.target_dataset or self.data.dataset}
+                "max_batches": self.train.eval_batches, "dataset_name": self.data.target_dataset or self.data.dataset,
+                "median_scaling": self.train.depth_loss == "photometric"}
 
     def to_dict(self) -> dict[str, Any]:
         """A plain JSON-able dict (tuples become lists)."""

@@ -48,14 +48,15 @@ def to_device(batch: Batch, device: torch.device, channels_last: bool) -> Batch:
 @torch.inference_mode()
 def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 4, device: torch.device | str = "cpu",
              amp: str = "off", channels_last: bool = False, num_workers: int = 0, max_batches: int | None = None,
-             reference_quirks: bool = False, dataset_name: str | None = None,
+             reference_quirks: bool = False, dataset_name: str | None = None, median_scaling: bool = False,
              context: distributed.ProcessContext = distributed.ProcessContext()) -> dict[str, dict[str, float]]:
     """{task: {metric: value}} of the model's full-resolution outputs (scale 0) on `dataset`.
 
     The model runs in eval mode (its mode is restored after) on `device`, under autocast per `amp`
     (`autocast_dtype`), over at most `max_batches` batches (None: all). Metrics accumulate sufficient
     statistics, summed over the processes of a distributed run (`context`). `reference_quirks=True`
-    computes them as the reference code does, for `dataset_name` (docs/faithfulness.md).
+    computes them as the reference code does, for `dataset_name` (docs/faithfulness.md);
+    `median_scaling=True` scales each depth prediction to its label's median first (self-supervised depth).
     """
     device = torch.device(device)
     tasks = tuple(model.tasks)
@@ -64,7 +65,8 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 4, device:
                         num_workers=num_workers, pin_memory=device.type == "cuda",
                         generator=torch.Generator())  # leaves the training's random state alone
     metrics = MultiTaskMetrics(tasks, model.num_classes, class_ids=getattr(dataset, "class_ids", None),
-                               reference_quirks=reference_quirks, dataset=dataset_name)
+                               reference_quirks=reference_quirks, dataset=dataset_name,
+                               median_scaling=median_scaling)
     was_training = model.training
     model.eval()
     for index, batch in enumerate(loader):

@@ -8,6 +8,10 @@ as the reference) and computes in float32 whatever the autocast dtype.
 `MultiTaskLoss` averages each task's loss over the model's output scales and hands the per-task
 losses to a weighting strategy (densemtl_lab.weighting): total = sum_t w_t * mean_s L_{t,s} for the
 reference's fixed weights.
+
+A task whose loss kind reads no label (`Task.label_free_kinds`: depth's "photometric", learnt from
+neighbouring frames) gets its loss from a module instead (`build_label_free_loss`), which sees the
+task's outputs at every scale and the whole batch; the weighting receives it like any other.
 """
 
 from __future__ import annotations
@@ -26,6 +30,15 @@ if TYPE_CHECKING:
 __all__ = ["LabelError", "MultiTaskLoss", "PredictionError"]
 
 
+def build_label_free_loss(task: str, kind: str, pose_weights: str | None = None) -> nn.Module:
+    """The module that computes `task`'s label-free loss `kind`: (outputs[task], batch) -> loss."""
+    if (task, kind) == ("depth", "photometric"):
+        from densemtl_lab.photometric import ViewSynthesisLoss  # imports kornia only when used
+
+        return ViewSynthesisLoss(pose_weights)
+    raise ValueError(f"{task}_loss={kind!r} has no label-free loss module")
+
+
 class MultiTaskLoss(nn.Module):
     """Scale-averaged per-task losses combined by a weighting strategy (the reference's `loss/setup_loss.py`).
 
@@ -34,7 +47,8 @@ class MultiTaskLoss(nn.Module):
     `weights` are static per-task scales: they default to tasks.default_weights for "fixed" and to
     1 for the adaptive strategies, which multiply them (see densemtl_lab.weighting). `loss_kinds`
     chooses among a task's losses ({task: kind}, e.g. {"depth": "l1"}; `Task.loss_kinds`); a task it
-    does not name takes its default loss.
+    does not name takes its default loss. `pose_weights` initialise the pose network of a photometric
+    depth loss (None, "imagenet" or a ResNet-18 file); `label_free` holds the label-free losses' modules.
     """
 
     def __init__(
@@ -45,12 +59,16 @@ class MultiTaskLoss(nn.Module):
         loss_kinds: Mapping[str, str] | None = None,
         dwa_temperature: float = 2.0,
         dwa_window: int = 50,
+        pose_weights: str | None = None,
     ) -> None:
         super().__init__()
         kinds = {name: get_task(name).loss_kind(kind) for name, kind in (loss_kinds or {}).items()}
         self.tasks = parse_tasks(tasks)
         self._tasks = {name: get_task(name) for name in self.tasks}
         self.loss_kinds = {name: kinds.get(name, self._tasks[name].loss_kind(None)) for name in self.tasks}
+        self.label_free = nn.ModuleDict({
+            name: build_label_free_loss(name, kind, pose_weights) for name, kind in self.loss_kinds.items()
+            if kind in self._tasks[name].label_free_kinds})
         self.weighting = build_weighting(
             weighting, self.tasks, weights, dwa_temperature=dwa_temperature, dwa_window=dwa_window
         )
@@ -59,7 +77,11 @@ class MultiTaskLoss(nn.Module):
     def from_config(cls, config: ExperimentConfig) -> MultiTaskLoss:
         """The criterion a run of `config` trains with (its tasks, loss weights, weighting and loss kinds)."""
         train = config.train
-        return cls(config.model.task_names, train.loss_weights, train.weighting, train.loss_kinds)
+        weights = train.loss_weights
+        if weights is None and train.depth_loss == "photometric":  # the reference's SDE configs weigh each task 1
+            weights = {task: 1.0 for task in config.model.task_names}
+        return cls(config.model.task_names, weights, train.weighting, train.loss_kinds,
+                   pose_weights=config.model.pose_weights)
 
     def task_loss(self, task: str, scales: Mapping[int, torch.Tensor], label: torch.Tensor) -> torch.Tensor:
         """One task's unweighted loss: the mean over the model's output scales."""
@@ -78,6 +100,9 @@ class MultiTaskLoss(nn.Module):
                     f"outputs has no {task!r} predictions; the criterion was built for tasks "
                     f"{self.tasks}, build the model for the same tasks"
                 )
+            if task in self.label_free:
+                losses[task] = self.label_free[task](outputs[task], batch)
+                continue
             if spec.label_key not in batch:
                 raise LabelError(
                     f"batch has no label {spec.label_key!r}; the dataset does not supply it, so drop "

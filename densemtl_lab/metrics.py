@@ -60,10 +60,12 @@ class MultiTaskMetrics:
         reference_quirks: bool = False,
         ods_tolerance: float | None = None,
         dataset: str | None = None,
+        median_scaling: bool = False,
     ) -> None:
         self.tasks = parse_tasks(tasks)
         options = MetricOptions(
-            num_classes, None if class_ids is None else tuple(class_ids), reference_quirks, ods_tolerance, dataset
+            num_classes, None if class_ids is None else tuple(class_ids), reference_quirks, ods_tolerance, dataset,
+            median_scaling,
         )
         self.meters: dict[str, Meter] = {task: get_task(task).meter(options) for task in self.tasks}
 

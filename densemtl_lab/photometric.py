@@ -14,23 +14,24 @@ because kornia's is Gaussian-windowed and the reference's is a 3x3 box (docs/fai
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from kornia.geometry.camera.perspective import project_points
 from kornia.geometry.conversions import normalize_pixel_coordinates
 from kornia.geometry.depth import depth_to_3d_v2
 from kornia.geometry.linalg import transform_points
 
+from densemtl_lab.models.posenet import PoseNetwork
+from densemtl_lab.tasks.depth import (
+    DISPARITY_MAX_DEPTH_M, DISPARITY_MIN_DEPTH_M, disparity_from_code, disparity_to_depth,
+)
+
 #: The reference's SSIM constants (for images in [0, 1]) and the SSIM share of the photometric error.
 SSIM_C1, SSIM_C2 = 0.01 ** 2, 0.03 ** 2
 SSIM_WEIGHT = 0.85
-
-
-def disparity_to_depth(disparity: torch.Tensor, min_depth: float, max_depth: float) -> torch.Tensor:
-    """A sigmoid output in [0, 1] -> depth in [min_depth, max_depth] (0 -> max_depth), linear in 1/depth."""
-    min_disparity, max_disparity = 1 / max_depth, 1 / min_depth
-    return 1 / (min_disparity + (max_disparity - min_disparity) * disparity)
 
 
 def pixel_index_intrinsics(K: torch.Tensor) -> torch.Tensor:
@@ -110,15 +111,15 @@ class PhotometricLoss:
     warped: torch.Tensor
 
 
-def photometric_loss(disparities: list[torch.Tensor], image: torch.Tensor, sources: torch.Tensor,
-                     K: torch.Tensor, source_poses: torch.Tensor, *, min_depth: float = 0.1,
-                     max_depth: float = 100.0, smoothness: float = 1e-3, automask: bool = True,
+def photometric_loss(disparities: Mapping[int, torch.Tensor], image: torch.Tensor, sources: torch.Tensor,
+                     K: torch.Tensor, source_poses: torch.Tensor, *, min_depth: float = DISPARITY_MIN_DEPTH_M,
+                     max_depth: float = DISPARITY_MAX_DEPTH_M, smoothness: float = 1e-3, automask: bool = True,
                      generator: torch.Generator | None = None) -> PhotometricLoss:
     """Monodepth2's loss, as the reference's `MonodepthLoss.compute_losses` computes it.
 
-    disparities: the depth head's sigmoid outputs, one per scale s (at 1/2^s of the image or any
-    size: each is resized bilinearly to the image for the warp, and its image is resized to it for
-    the smoothness term); image [B, 3, H, W] (frame 0, in [0, 1]); sources [B, S, 3, H, W] (its
+    disparities: {scale s: the depth head's sigmoid output} (s = 0 first; at 1/2^s of the image or
+    any size: each is resized bilinearly to the image for the warp, and the image is resized to it
+    for the smoothness term); image [B, 3, H, W] (frame 0, in [0, 1]); sources [B, S, 3, H, W] (its
     neighbours); K [B, 3, 3]; source_poses [B, S, 4, 4] (T_{s<-0}). Per scale: the per-pixel minimum
     over sources of the photometric error (with the unwarped sources competing when `automask`; ties
     broken by N(0, 1e-5) noise drawn from `generator`, as the reference does), averaged, plus
@@ -128,7 +129,7 @@ def photometric_loss(disparities: list[torch.Tensor], image: torch.Tensor, sourc
     num_sources = sources.shape[1]
     identity = torch.cat([photometric_error(sources[:, i], image) for i in range(num_sources)], 1) if automask else None
     per_scale, mask, warped_at_0 = [], None, None
-    for scale, disparity in enumerate(disparities):
+    for scale, disparity in sorted(disparities.items()):
         full = F.interpolate(disparity, size=(height, width), mode="bilinear", align_corners=False)
         depth = disparity_to_depth(full, min_depth, max_depth)
         warped = [warp_to_target(sources[:, i], depth, K, source_poses[:, i])[0] for i in range(num_sources)]
@@ -137,7 +138,7 @@ def photometric_loss(disparities: list[torch.Tensor], image: torch.Tensor, sourc
             noise = torch.randn(identity.shape, generator=generator, device=identity.device) * 1e-5
             errors = torch.cat([identity + noise, errors], 1)
         best, chosen = errors.min(dim=1) if errors.shape[1] > 1 else (errors[:, 0], None)
-        if scale == 0:
+        if warped_at_0 is None:
             warped_at_0 = torch.stack(warped, 1)
             if identity is not None:
                 mask = (chosen >= num_sources).unsqueeze(1).float()
@@ -146,3 +147,28 @@ def photometric_loss(disparities: list[torch.Tensor], image: torch.Tensor, sourc
         smooth = edge_aware_smoothness(disparity, scaled_image)
         per_scale.append(best.mean() + smoothness * smooth / 2 ** scale)
     return PhotometricLoss(torch.stack(per_scale).mean(), per_scale, mask, warped_at_0)
+
+
+class ViewSynthesisLoss(nn.Module):
+    """The photometric depth loss inside a multi-task criterion (`train.depth_loss=photometric`).
+
+    Holds the pose network (its own optimiser group, `optim.pose_lr`). `loss(outputs, batch)` takes the
+    depth outputs {scale: coded depth} of a disparity-headed model and the batch of a sequence dataset
+    (`image`, `frames` [B, S, 3, H, W], `frame_ids`, `K`); it never reads a depth label.
+    """
+
+    def __init__(self, pose_weights: str | None = None, smoothness: float = 1e-3, automask: bool = True) -> None:
+        super().__init__()
+        self.pose = PoseNetwork(pose_weights)
+        self.smoothness, self.automask = smoothness, automask
+
+    def forward(self, depth: Mapping[int, torch.Tensor], batch: Mapping[str, Any]) -> torch.Tensor:
+        missing = [key for key in ("frames", "frame_ids", "K") if key not in batch]
+        if missing:
+            raise KeyError(f"the batch has no {', '.join(missing)}: train.depth_loss='photometric' trains on "
+                           "frame triplets; set data.sequence=true")
+        image, sources = batch["image"], batch["frames"]
+        poses = self.pose.relative_poses(image, sources, [int(frame) for frame in batch["frame_ids"][0]])
+        disparities = {scale: disparity_from_code(code.float()) for scale, code in depth.items()}
+        return photometric_loss(disparities, image.float(), sources.float(), batch["K"], poses,
+                                smoothness=self.smoothness, automask=self.automask).loss

@@ -143,8 +143,9 @@ def configure_backend(device: torch.device, num_threads: int | None,
 
 
 def build_optimizer(optim: OptimConfig, groups: Mapping[str, list[nn.Parameter]]) -> torch.optim.Optimizer:
-    """Adam (the reference's) or SGD with momentum over the "backbone" and "default" groups, and an
-    "alpha" group at `optim.alpha_lr` when `groups` has one (see `alpha_group`).
+    """Adam (the reference's) or SGD with momentum over the "backbone" and "default" groups, an
+    "alpha" group at `optim.alpha_lr` when `groups` has one (see `alpha_group`), and a "pose" group (the
+    pose network of a photometric depth loss) at `optim.pose_lr`.
 
     Adam runs its fused kernel on CPUs and GPUs: one pass over all parameters instead of a dozen
     element-wise ops per tensor (6x less time per update on a 2-core CPU here).
@@ -153,6 +154,8 @@ def build_optimizer(optim: OptimConfig, groups: Mapping[str, list[nn.Parameter]]
                     {"params": groups["default"], "lr": optim.lr, "name": "default"}]
     if groups.get("alpha"):
         param_groups.append({"params": groups["alpha"], "lr": optim.alpha_lr or optim.lr, "name": "alpha"})
+    if groups.get("pose"):
+        param_groups.append({"params": groups["pose"], "lr": optim.pose_lr, "name": "pose"})
     if optim.name == "adam":
         fused = all(p.device.type in ("cpu", "cuda") for group in groups.values() for p in group)
         return torch.optim.Adam(param_groups, betas=optim.betas, weight_decay=optim.weight_decay,
@@ -165,8 +168,7 @@ def alpha_group(groups: Mapping[str, list[nn.Parameter]], model: nn.Module) -> d
     """`groups` with the correlation branches' alpha moved from "default" into their own "alpha" group."""
     alphas = [param for name, param in model.named_parameters() if name.endswith("correlation.alpha")]
     chosen = {id(param) for param in alphas}
-    return {"backbone": list(groups["backbone"]),
-            "default": [param for param in groups["default"] if id(param) not in chosen], "alpha": alphas}
+    return {**groups, "default": [param for param in groups["default"] if id(param) not in chosen], "alpha": alphas}
 
 
 def seed_everything(seed: int) -> None:
@@ -366,9 +368,12 @@ class Trainer:
         return _ADAPTATIONS[method](self, target_set)
 
     def _build_optimisation(self) -> None:
-        """Optimiser (loss-weighting parameters join the "default" group), StepLR, autocast, scaler."""
+        """Optimiser (loss-weighting parameters join the "default" group, a pose network its own), StepLR,
+        autocast, scaler."""
         groups = self.model.parameter_groups()
-        groups = {"backbone": groups["backbone"], "default": [*groups["default"], *self.criterion.parameters()]}
+        groups = {"backbone": groups["backbone"],
+                  "default": [*groups["default"], *self.criterion.weighting.parameters()],
+                  "pose": list(self.criterion.label_free.parameters())}
         if self.config.optim.alpha_lr is not None:
             groups = alpha_group(groups, self.model)
         self.optimizer = build_optimizer(self.config.optim, groups)

@@ -177,7 +177,7 @@ def test_load_config_of_a_missing_file(tmp_path):
 def test_build_options_pass_only_what_the_model_takes(name):
     tasks = "S" if name.startswith("stl") else "SD"
     options = override(get_profile("smoke"), f"model.name={name}", f"model.tasks={tasks}").model.build_options()
-    assert set(options) == {"backbone", "weights", "decoder_widths", *model_options(name)}
+    assert set(options) == {"backbone", "weights", "decoder_widths", "depth_output", *model_options(name)}
 
 
 def test_config_differences_lists_dotted_keys():

@@ -10,8 +10,9 @@ from densemtl_lab.data.toy import ToyConfig, shade_target
 from densemtl_lab.data.toy_render import render_scene
 from densemtl_lab.data.toy_scene import SCENE_STYLES, sample_scene
 from densemtl_lab.data.toy_sequence import NEIGHBOURS, move_camera, relative_pose, sample_motion
+from densemtl_lab.tasks.depth import code_from_disparity, disparity_from_code, disparity_to_depth
 from densemtl_lab.photometric import (
-    disparity_to_depth, edge_aware_smoothness, photometric_error, photometric_loss, project_into_source,
+    edge_aware_smoothness, photometric_error, photometric_loss, project_into_source,
     ssim_distance, warp_to_target,
 )
 
@@ -122,6 +123,8 @@ def test_disparity_to_depth_spans_the_bounds_linearly_in_inverse_depth():
     disparity = torch.tensor([0.0, 0.5, 1.0])
     depth = disparity_to_depth(disparity, 0.1, 100.0)
     assert torch.allclose(depth, torch.tensor([100.0, 1 / (0.01 + 0.5 * 9.99), 0.1]))
+    # A disparity head's outputs travel in the usual depth coding and come back unchanged.
+    assert torch.allclose(disparity_from_code(code_from_disparity(disparity)), disparity, atol=1e-6)
 
 
 def test_ssim_distance_of_constant_images_has_the_closed_form():
@@ -155,8 +158,8 @@ def test_the_loss_is_lower_with_the_true_depth_and_its_automask_keeps_the_moving
     sequence = noise_free_sequence(0)
     image, sources = sequence["frames"][1][None], sequence["frames"][[0, 2]][None]
     true_depth = sequence["depths"][1].clamp_min(80.0 * (sequence["depths"][1] == 0))  # sky: far away
-    disparities = [inverse_sigmoid_disparity(true_depth)[None, None]]
-    wrong = [inverse_sigmoid_disparity(1.5 * true_depth)[None, None]]
+    disparities = {0: inverse_sigmoid_disparity(true_depth)[None, None]}
+    wrong = {0: inverse_sigmoid_disparity(1.5 * true_depth)[None, None]}
     args = (image, sources, sequence["K"][None], sequence["poses"][None])
     right = photometric_loss(disparities, *args, generator=torch.Generator().manual_seed(0))
     worse = photometric_loss(wrong, *args, generator=torch.Generator().manual_seed(0))
@@ -176,12 +179,12 @@ def test_the_loss_averages_its_scales_and_reaches_the_disparity_and_the_pose():
     poses = torch.eye(4).repeat(2, 2, 1, 1)
     poses[..., 2, 3] = -1.0
     poses.requires_grad_(True)
-    disparities = [torch.rand(2, 1, 32 // 2 ** s, 64 // 2 ** s, requires_grad=True) for s in range(4)]
+    disparities = {s: torch.rand(2, 1, 32 // 2 ** s, 64 // 2 ** s, requires_grad=True) for s in range(4)}
     result = photometric_loss(disparities, image, sources, K, poses)
     assert len(result.per_scale) == 4
     assert torch.allclose(result.loss, torch.stack(result.per_scale).mean())
     result.loss.backward()
-    assert all(d.grad is not None and d.grad.abs().sum() > 0 for d in disparities)
+    assert all(d.grad is not None and d.grad.abs().sum() > 0 for d in disparities.values())
     assert poses.grad is not None and poses.grad.abs().sum() > 0
-    plain = photometric_loss([d.detach() for d in disparities], image, sources, K, poses.detach(), automask=False)
+    plain = photometric_loss({s: d.detach() for s, d in disparities.items()}, image, sources, K, poses.detach(), automask=False)
     assert plain.automask is None and float(plain.loss) >= float(result.loss.detach()) - 1e-6  # the minimum gains options

@@ -127,7 +127,8 @@ def build_dataset(data: DataConfig, split: str, domain: str | None = None,
     data_scripts/make_toy_dataset.py).
     `domain`: None uses `data.domain` (toy) or `data.dataset`; "target" picks the adaptation target
     (`data.target_dataset` at `data.target_size`, or the toy target domain). The source's "train"
-    reads `data.train_split`. `tasks` limits the labels a real loader reads.
+    reads `data.train_split`. `tasks` limits the labels a real loader reads. With `data.sequence`, the toy
+    "train" split is `ToySequences` (each sample with frames -1 and +1).
     """
     if domain not in (None, "source", "target"):
         raise ConfigError(f"domain={domain!r} must be None, 'source' or 'target'")
@@ -147,8 +148,11 @@ def build_dataset(data: DataConfig, split: str, domain: str | None = None,
     if root is not None:
         return _toy_from_disk(Path(root).expanduser() / split, parameter, size, transform)
     length = data.train_length if split == "train" else data.val_length
-    return ToyScenes(length, size=size, domain=domain or data.domain, severity=data.severity,
-                     seed=data.scene_seed, split=split, transform=transform)
+    scenes = ToyScenes
+    if data.sequence and split == "train":  # frame triplets to learn depth from; validation keeps single frames
+        from densemtl_lab.data.toy_sequence import ToySequences as scenes
+    return scenes(length, size=size, domain=domain or data.domain, severity=data.severity,
+                  seed=data.scene_seed, split=split, transform=transform)
 
 
 def _toy_from_disk(folder: Path, parameter: str, size: tuple[int, int], transform: Compose | None) -> Dataset:

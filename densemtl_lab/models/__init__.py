@@ -10,6 +10,9 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 
+import torch
+import torch.nn as nn
+
 from densemtl_lab.config import MODEL_NAMES  # the one list of model names (configs load without torch)
 from densemtl_lab.models.baselines import (
     DeepLabSingleTask,
@@ -33,6 +36,7 @@ from densemtl_lab.models.encoder import (
 )
 from densemtl_lab.models.mteb import EXCHANGE_MODES, MultiTaskExchangeBlock
 from densemtl_lab.models.xtam import XTAM, PairInspection, XTAMConfig
+from densemtl_lab.tasks.depth import code_from_disparity
 
 
 class UnknownOptionError(ValueError):
@@ -99,13 +103,18 @@ def build_model(
     num_classes: int = 19,
     weights: WeightsSource = None,
     decoder_widths: Sequence[int] = PAPER_WIDTHS,
+    depth_output: str = "code",
     **options: object,
 ) -> MultiTaskNetwork:
     """Build model `name` (one of MODEL_NAMES) for `tasks` ("SDN", ["semseg", "depth"], ...).
 
     Options by model (see `model_options`): aspp_channels, dropout (all but padnet); padnet_channels
     (padnet); xtam_ds, self_attention, correlation, alpha, full_sa, exchange_mode (densemtl).
+    `depth_output="disparity"` makes the depth head a sigmoid disparity (self-supervised depth): a forward
+    hook turns it into the depth coding that every depth output uses (`tasks.depth.code_from_disparity`).
     """
+    if depth_output not in ("code", "disparity"):
+        raise UnknownOptionError(f"depth_output={depth_output!r}; use 'code' or 'disparity'")
     accepted = model_options(name)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
@@ -113,7 +122,18 @@ def build_model(
             f"model {name!r} does not take option(s) {', '.join(unknown)}; it takes: {', '.join(accepted) or 'none'}"
         )
     backbone_spec(backbone)
-    return BUILDERS[name](tasks, num_classes, backbone, weights, tuple(decoder_widths), **options)
+    model = BUILDERS[name](tasks, num_classes, backbone, weights, tuple(decoder_widths), **options)
+    model.depth_output = depth_output
+    if depth_output == "disparity":
+        model.register_forward_hook(_depth_from_disparity)
+    return model
+
+
+def _depth_from_disparity(model: nn.Module, inputs: object, outputs: dict) -> dict:
+    """Forward hook of a disparity-headed model: its depth outputs, sigmoid disparities, in the depth coding."""
+    if "depth" in outputs:
+        outputs["depth"] = {scale: code_from_disparity(torch.sigmoid(raw)) for scale, raw in outputs["depth"].items()}
+    return outputs
 
 
 __all__ = [

@@ -80,6 +80,8 @@ class Task(ABC):
     figure_key: str | None = None
     #: The choices of `loss(kind=...)`, the first is the default; () when it has one loss.
     loss_kinds: tuple[str, ...] = ()
+    #: The loss kinds that read no label (MultiTaskLoss computes them from other inputs; `loss` refuses them).
+    label_free_kinds: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"<task {self.name} ({self.letter})>"

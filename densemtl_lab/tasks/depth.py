@@ -4,9 +4,13 @@
 - coding: the network regresses d = 65536 / (depth_cm + 1) (`encode_depth`); predictions are decoded
   back to metres for metrics and pictures (`decode_depth`);
 - loss: BerHu on the coding (the reference, `vendor/three_ways/loss.py`), or, with kind="l1", L1 in
-  metres over valid pixels;
+  metres over valid pixels; kind="photometric" (self-supervised depth, the reference's SDE setting) reads
+  no label: `densemtl_lab.photometric` computes it from neighbouring frames, and the network's head is a
+  sigmoid disparity (`model.depth_output=disparity`), turned into the same coding (`code_from_disparity`);
 - metrics: the prediction decoded (clamped to [1e-3, 80] m), pixels with 1e-3 < z_gt < 80 m, pooled
-  over the whole set: AbsRel, SqRel, RMSE, RMSE-log, delta < 1.25^k. `reference_quirks=True` (its
+  over the whole set: AbsRel, SqRel, RMSE, RMSE-log, delta < 1.25^k. With median scaling (self-supervised
+  depth, whose scale is unknown; the reference's `metrics/depth.py`, after Monodepth2), each image's
+  prediction is first multiplied by median(label) / median(prediction) over its valid pixels, then clamped. `reference_quirks=True` (its
   `metrics/*.py`): both depths converted with 655.36 / d - 1 (metres minus 0.99), the range mask
   applied to the shifted label; AbsRel, SqRel, MSE, RMSE-log, delta averaged per image; RMSE =
   sqrt(mean per-image MSE); images without a valid pixel skipped (the reference gets NaN);
@@ -38,6 +42,9 @@ MIN_DEPTH_M = 1e-3
 MAX_DEPTH_M = 80.0
 #: BerHu switches from L1 to the scaled L2 branch at this fraction of the batch's largest error.
 BERHU_THRESHOLD = 0.2
+#: The depth range of a sigmoid disparity head, in metres (the reference's SDE min_depth and max_depth).
+DISPARITY_MIN_DEPTH_M = 0.1
+DISPARITY_MAX_DEPTH_M = 100.0
 
 
 def encode_depth(metres: torch.Tensor) -> torch.Tensor:
@@ -59,6 +66,26 @@ def decode_depth(coded: torch.Tensor, reference_quirk: bool = False) -> torch.Te
         return (655.36 / coded - 1.0).clamp(MIN_DEPTH_M, MAX_DEPTH_M)
     metres = (65536.0 / coded.clamp_min(1e-6) - 1.0) / 100.0
     return metres.clamp(MIN_DEPTH_M, MAX_DEPTH_M)
+
+
+def disparity_to_depth(disparity: torch.Tensor, min_depth: float = DISPARITY_MIN_DEPTH_M,
+                       max_depth: float = DISPARITY_MAX_DEPTH_M) -> torch.Tensor:
+    """A sigmoid output in [0, 1] -> depth in [min_depth, max_depth] (0 -> max_depth), linear in 1/depth
+    (the reference's `disp_to_depth`, vendor/monodepth2/layers.py)."""
+    min_disparity, max_disparity = 1 / max_depth, 1 / min_depth
+    return 1 / (min_disparity + (max_disparity - min_disparity) * disparity)
+
+
+def code_from_disparity(disparity: torch.Tensor) -> torch.Tensor:
+    """A disparity head's output in [0, 1] -> the depth coding every depth output uses (encode_depth's)."""
+    return 65536.0 / (disparity_to_depth(disparity) * 100.0 + 1.0)
+
+
+def disparity_from_code(code: torch.Tensor) -> torch.Tensor:
+    """The inverse of code_from_disparity: the disparity in [0, 1] of a coded output."""
+    metres = (65536.0 / code - 1.0) / 100.0
+    min_disparity, max_disparity = 1 / DISPARITY_MAX_DEPTH_M, 1 / DISPARITY_MIN_DEPTH_M
+    return (1 / metres - min_disparity) / (max_disparity - min_disparity)
 
 
 @cache
@@ -99,6 +126,8 @@ def l1_metres(pred: torch.Tensor, depth_m: torch.Tensor) -> torch.Tensor:
 
 #: The depth losses by name, the default first.
 DEPTH_LOSSES = {"berhu": berhu, "l1": l1_metres}
+#: The depth losses that read no label: computed outside the task, from other inputs (densemtl_lab.losses).
+LABEL_FREE_LOSSES = ("photometric",)
 
 
 def normalised_depth(pred: torch.Tensor, source_depth_m: torch.Tensor) -> torch.Tensor:
@@ -130,14 +159,19 @@ class Depth(Task):
     main_metric = "rmse"
     title = "depth (m)"
     figure_key = "metres"
-    loss_kinds = tuple(DEPTH_LOSSES)
+    loss_kinds = (*DEPTH_LOSSES, *LABEL_FREE_LOSSES)
+    label_free_kinds = LABEL_FREE_LOSSES
 
     def loss(self, pred: torch.Tensor, label: torch.Tensor, kind: str | None = None) -> torch.Tensor:
         """BerHu (kind "berhu", the default) or L1 in metres ("l1") of a coded output against metres."""
-        return DEPTH_LOSSES[self.loss_kind(kind)](self.prepare(pred, label), label)
+        kind = self.loss_kind(kind)
+        if kind in LABEL_FREE_LOSSES:
+            raise ValueError(f"depth_loss={kind!r} compares frames, not labels: MultiTaskLoss computes it "
+                             "(densemtl_lab.photometric); Depth.loss takes berhu or l1")
+        return DEPTH_LOSSES[kind](self.prepare(pred, label), label)
 
     def meter(self, options: MetricOptions) -> Meter:
-        return DepthMeter(options.reference_quirks)
+        return DepthMeter(options.reference_quirks, options.median_scaling)
 
     def decode(self, raw: torch.Tensor, reference_quirks: bool = False) -> torch.Tensor:
         """Metres [B, 1, H, W]."""
@@ -172,24 +206,40 @@ class Depth(Task):
 DEPTH = Depth()
 
 
+def median_scaled(pred: torch.Tensor, label: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Coded predictions [B, 1, H, W] in metres, each image scaled by median(label) / median(prediction)
+    over its `valid` pixels (unscaled without any), then clamped to the evaluation range."""
+    metres = (65536.0 / pred.float().clamp_min(1e-6) - 1.0) / 100.0
+    scales = [label[i][valid[i]].median() / metres[i][valid[i]].median() if bool(valid[i].any())
+              else metres.new_ones(()) for i in range(pred.shape[0])]
+    return (metres * torch.stack(scales).view(-1, 1, 1, 1)).clamp(MIN_DEPTH_M, MAX_DEPTH_M)
+
+
 class DepthMeter(Meter):
     """AbsRel, SqRel, RMSE, RMSE-log and delta accuracies in metres."""
 
     task = DEPTH
     _SUMS = ("abs_rel", "sq_rel", "sq_err", "sq_log_err", "delta1", "delta2", "delta3")
 
-    def __init__(self, reference_quirks: bool = False) -> None:
+    def __init__(self, reference_quirks: bool = False, median_scaling: bool = False) -> None:
+        if reference_quirks and median_scaling:
+            raise ValueError("median scaling (self-supervised depth) has no reference-quirk variant; "
+                             "evaluate it with reference_quirks=False")
         self.reference_quirks = reference_quirks
+        self.median_scaling = median_scaling
         super().__init__()
 
     def _empty_stats(self) -> dict[str, torch.Tensor]:
         return {key: torch.zeros(()) for key in (*self._SUMS, "count")}
 
     def _batch_stats(self, pred: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
-        pred_m = decode_depth(pred, reference_quirk=self.reference_quirks)  # B, 1, H, W
         # The quirk's 655.36 / encode_depth(z) - 1 equals z - 0.99.
         gt_m = label - 0.99 if self.reference_quirks else label
         valid = (label > 0) & (gt_m > MIN_DEPTH_M) & (gt_m < MAX_DEPTH_M)
+        if self.median_scaling:
+            pred_m = median_scaled(pred, label, valid)
+        else:
+            pred_m = decode_depth(pred, reference_quirk=self.reference_quirks)  # B, 1, H, W
         gt_m = torch.where(valid, gt_m, torch.ones_like(gt_m))  # keep the masked-out terms finite
         diff = pred_m - gt_m
         ratio_ = torch.maximum(pred_m / gt_m, gt_m / pred_m)

@@ -35,6 +35,7 @@ class MetricOptions:
     reference_quirks: bool = False
     ods_tolerance: float | None = None  # None: the edges meter's default
     dataset: str | None = None  # the dataset evaluated, for the quirks that depend on it
+    median_scaling: bool = False  # depth: scale each image's prediction to its label's median (self-supervised)
 
 
 def rate(numerator: float, denominator: float) -> float:
