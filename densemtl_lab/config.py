@@ -148,6 +148,9 @@ class ModelConfig:
     # code (the depth head regresses the normalised inverse depth) | disparity (a sigmoid disparity between
     # 0.1 and 100 m, the reference's self-supervised depth head; train.depth_loss=photometric)
     depth_output: str = "code"
+    # photometric depth's relative poses: network (the pose network, as the reference) | dataset (the toy
+    # sequence's true poses, known odometry: a lesson setting that learns depth alone; docs/faithfulness.md)
+    pose_source: str = "network"
     pose_weights: str | None = None      # the pose network's ResNet-18 (photometric depth): None, imagenet or a file
 
     def __post_init__(self) -> None:
@@ -161,6 +164,8 @@ class ModelConfig:
         _check(self.xtam_ds >= 1, f"model.xtam_ds={self.xtam_ds} must be >= 1")
         _check(self.depth_output in ("code", "disparity"),
                f"model.depth_output={self.depth_output!r} must be code or disparity")
+        _check(self.pose_source in ("network", "dataset"),
+               f"model.pose_source={self.pose_source!r} must be network or dataset")
 
     @property
     def task_names(self) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ task's outputs at every scale and the whole batch; the weighting receives it lik
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import torch
 import torch.nn as nn
@@ -30,12 +30,14 @@ if TYPE_CHECKING:
 __all__ = ["LabelError", "MultiTaskLoss", "PredictionError"]
 
 
-def build_label_free_loss(task: str, kind: str, pose_weights: str | None = None) -> nn.Module:
-    """The module that computes `task`'s label-free loss `kind`: (outputs[task], batch) -> loss."""
+def build_label_free_loss(task: str, kind: str, **options: Any) -> nn.Module:
+    """The module that computes `task`'s label-free loss `kind`: (outputs[task], batch) -> loss.
+
+    `options` go to its constructor (photometric depth: `pose_weights`, `pose_source`)."""
     if (task, kind) == ("depth", "photometric"):
         from densemtl_lab.photometric import ViewSynthesisLoss  # imports kornia only when used
 
-        return ViewSynthesisLoss(pose_weights)
+        return ViewSynthesisLoss(**options)
     raise ValueError(f"{task}_loss={kind!r} has no label-free loss module")
 
 
@@ -47,8 +49,8 @@ class MultiTaskLoss(nn.Module):
     `weights` are static per-task scales: they default to tasks.default_weights for "fixed" and to
     1 for the adaptive strategies, which multiply them (see densemtl_lab.weighting). `loss_kinds`
     chooses among a task's losses ({task: kind}, e.g. {"depth": "l1"}; `Task.loss_kinds`); a task it
-    does not name takes its default loss. `pose_weights` initialise the pose network of a photometric
-    depth loss (None, "imagenet" or a ResNet-18 file); `label_free` holds the label-free losses' modules.
+    does not name takes its default loss. `label_free_options` go to the label-free losses' modules
+    (`build_label_free_loss`), which `label_free` holds.
     """
 
     def __init__(
@@ -59,7 +61,7 @@ class MultiTaskLoss(nn.Module):
         loss_kinds: Mapping[str, str] | None = None,
         dwa_temperature: float = 2.0,
         dwa_window: int = 50,
-        pose_weights: str | None = None,
+        label_free_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         kinds = {name: get_task(name).loss_kind(kind) for name, kind in (loss_kinds or {}).items()}
@@ -67,7 +69,8 @@ class MultiTaskLoss(nn.Module):
         self._tasks = {name: get_task(name) for name in self.tasks}
         self.loss_kinds = {name: kinds.get(name, self._tasks[name].loss_kind(None)) for name in self.tasks}
         self.label_free = nn.ModuleDict({
-            name: build_label_free_loss(name, kind, pose_weights) for name, kind in self.loss_kinds.items()
+            name: build_label_free_loss(name, kind, **(label_free_options or {}))
+            for name, kind in self.loss_kinds.items()
             if kind in self._tasks[name].label_free_kinds})
         self.weighting = build_weighting(
             weighting, self.tasks, weights, dwa_temperature=dwa_temperature, dwa_window=dwa_window
@@ -81,7 +84,8 @@ class MultiTaskLoss(nn.Module):
         if weights is None and train.depth_loss == "photometric":  # the reference's SDE configs weigh each task 1
             weights = {task: 1.0 for task in config.model.task_names}
         return cls(config.model.task_names, weights, train.weighting, train.loss_kinds,
-                   pose_weights=config.model.pose_weights)
+                   label_free_options={"pose_weights": config.model.pose_weights,
+                                       "pose_source": config.model.pose_source})
 
     def task_loss(self, task: str, scales: Mapping[int, torch.Tensor], label: torch.Tensor) -> torch.Tensor:
         """One task's unweighted loss: the mean over the model's output scales."""

@@ -152,14 +152,19 @@ def photometric_loss(disparities: Mapping[int, torch.Tensor], image: torch.Tenso
 class ViewSynthesisLoss(nn.Module):
     """The photometric depth loss inside a multi-task criterion (`train.depth_loss=photometric`).
 
-    Holds the pose network (its own optimiser group, `optim.pose_lr`). `loss(outputs, batch)` takes the
-    depth outputs {scale: coded depth} of a disparity-headed model and the batch of a sequence dataset
-    (`image`, `frames` [B, S, 3, H, W], `frame_ids`, `K`); it never reads a depth label.
+    Holds the pose network (its own optimiser group, `optim.pose_lr`), or, with `pose_source="dataset"`,
+    none: the batch's true poses (`poses`, T_{s<-0}; toy sequences) stand in for it, a lesson setting
+    that learns depth alone. `loss(outputs, batch)` takes the depth outputs {scale: coded depth} of a
+    disparity-headed model and the batch of a sequence dataset (`image`, `frames` [B, S, 3, H, W],
+    `frame_ids`, `K`); it never reads a depth label.
     """
 
-    def __init__(self, pose_weights: str | None = None, smoothness: float = 1e-3, automask: bool = True) -> None:
+    def __init__(self, pose_weights: str | None = None, pose_source: str = "network", smoothness: float = 1e-3,
+                 automask: bool = True) -> None:
         super().__init__()
-        self.pose = PoseNetwork(pose_weights)
+        if pose_source not in ("network", "dataset"):
+            raise ValueError(f"pose_source={pose_source!r} must be network or dataset")
+        self.pose = PoseNetwork(pose_weights) if pose_source == "network" else None
         self.smoothness, self.automask = smoothness, automask
 
     def forward(self, depth: Mapping[int, torch.Tensor], batch: Mapping[str, Any]) -> torch.Tensor:
@@ -167,8 +172,12 @@ class ViewSynthesisLoss(nn.Module):
         if missing:
             raise KeyError(f"the batch has no {', '.join(missing)}: train.depth_loss='photometric' trains on "
                            "frame triplets; set data.sequence=true")
+        if self.pose is None and "poses" not in batch:
+            raise KeyError("the batch has no true poses: model.pose_source=dataset reads them from toy sequences; "
+                           "use model.pose_source=network")
         image, sources = batch["image"], batch["frames"]
-        poses = self.pose.relative_poses(image, sources, [int(frame) for frame in batch["frame_ids"][0]])
+        poses = (batch["poses"].float() if self.pose is None
+                 else self.pose.relative_poses(image, sources, [int(frame) for frame in batch["frame_ids"][0]]))
         disparities = {scale: disparity_from_code(code.float()) for scale, code in depth.items()}
         return photometric_loss(disparities, image.float(), sources.float(), batch["K"], poses,
                                 smoothness=self.smoothness, automask=self.automask).loss

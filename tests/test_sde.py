@@ -79,6 +79,18 @@ def test_training_learns_from_frames_never_reads_a_depth_label_and_moves_the_pos
     assert 0 < result.metrics["depth"]["rmse"] < 80  # evaluated against the val labels, median-scaled
 
 
+def test_known_poses_replace_the_pose_network_and_need_a_sequence_that_has_them():
+    config = override(SMOKE_SDE, "model.pose_source=dataset", "train.steps=2", "train.eval_every=2")
+    trainer = Trainer(config)
+    assert trainer.criterion.label_free["depth"].pose is None
+    assert "pose" not in {group["name"] for group in trainer.optimizer.param_groups}
+    assert all(0 < row["loss/depth"] < 1 for row in trainer.fit().history.steps)
+    batch = next(iter(trainer.loader))
+    del batch["poses"]
+    with pytest.raises(KeyError, match="model.pose_source=network"):
+        trainer.criterion.label_free["depth"]({0: torch.ones(2, 1, 32, 64) * 100}, batch)
+
+
 def test_a_gradient_aggregator_and_the_conflict_log_take_the_photometric_loss_like_any_other():
     config = override(SMOKE_SDE, "train.steps=2", "train.eval_every=2", "train.aggregator=upgrad",
                       "train.conflict_every=1")
