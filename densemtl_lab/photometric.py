@@ -99,6 +99,16 @@ def edge_aware_smoothness(disparity: torch.Tensor, image: torch.Tensor) -> torch
     return (disparity_dx * torch.exp(-image_dx)).mean() + (disparity_dy * torch.exp(-image_dy)).mean()
 
 
+def view_synthesis(image: torch.Tensor, sources: torch.Tensor, depth: torch.Tensor, K: torch.Tensor,
+                   source_poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each source [B, S, 3, H, W] warped into frame 0 by depth [B, 1, H, W] (metres), K [B, 3, 3] and
+    T_{s<-0} [B, S, 4, 4], and its photometric error against `image`: ([B, S, 3, H, W], [B, S, H, W])."""
+    warped = torch.stack([warp_to_target(sources[:, i], depth, K, source_poses[:, i])[0]
+                          for i in range(sources.shape[1])], 1)
+    errors = torch.cat([photometric_error(warped[:, i], image) for i in range(sources.shape[1])], 1)
+    return warped, errors
+
+
 @dataclass
 class PhotometricLoss:
     """The loss of one batch and what the lesson draws: the loss (mean over scales), each scale's
@@ -131,15 +141,14 @@ def photometric_loss(disparities: Mapping[int, torch.Tensor], image: torch.Tenso
     per_scale, mask, warped_at_0 = [], None, None
     for scale, disparity in sorted(disparities.items()):
         full = F.interpolate(disparity, size=(height, width), mode="bilinear", align_corners=False)
-        depth = disparity_to_depth(full, min_depth, max_depth)
-        warped = [warp_to_target(sources[:, i], depth, K, source_poses[:, i])[0] for i in range(num_sources)]
-        errors = torch.cat([photometric_error(view, image) for view in warped], 1)
+        warped, errors = view_synthesis(image, sources, disparity_to_depth(full, min_depth, max_depth), K,
+                                        source_poses)
         if identity is not None:
             noise = torch.randn(identity.shape, generator=generator, device=identity.device) * 1e-5
             errors = torch.cat([identity + noise, errors], 1)
         best, chosen = errors.min(dim=1) if errors.shape[1] > 1 else (errors[:, 0], None)
         if warped_at_0 is None:
-            warped_at_0 = torch.stack(warped, 1)
+            warped_at_0 = warped
             if identity is not None:
                 mask = (chosen >= num_sources).unsqueeze(1).float()
         scaled_image = image if disparity.shape[-2:] == image.shape[-2:] else F.interpolate(
