@@ -118,12 +118,10 @@ class DataConfig:
                f"data.domain={self.domain!r} must be 'source' or 'target'")
         _check(self.num_workers >= 0, f"data.num_workers={self.num_workers} must be >= 0")
         if self.sequence:
-            _check(self.dataset == "toy", f"data.sequence=true reads frame triplets, which only the toy dataset "
-                   f"renders so far, not data.dataset={self.dataset!r}")
-            _check(self.root is None, "data.sequence=true renders the toy sequences on the fly; a toy set written "
-                   f"to disk (data.root={self.root!r}) holds single frames: set data.root=null")
-            _check(not self.hflip and self.crop is None, "data.sequence=true does not flip or crop (the frames and "
-                   "poses would have to follow); set data.hflip=false and data.crop=null")
+            _check(self.dataset in ("toy", "cityscapes"), f"data.sequence=true reads frame triplets, which the toy "
+                   f"dataset and Cityscapes (leftImg8bit_sequence) have, not data.dataset={self.dataset!r}")
+            _check(self.dataset != "toy" or self.root is None, "data.sequence=true renders the toy sequences on the "
+                   f"fly; a toy set written to disk (data.root={self.root!r}) holds single frames: set data.root=null")
 
 
 @dataclass(frozen=True)
@@ -542,6 +540,18 @@ def _profiles() -> dict[str, ExperimentConfig]:
             optim=OptimConfig(lr=lr, backbone_lr=backbone_lr, scheduler_step=30000),
             train=paper_train,
         )
+    # The official configs/cityscapes/monodepth/resnet101_ours_SD.yml: S from labels, D from frames -1 and +1
+    # (the photometric loss; the pose network at LR 1e-6), 512x1024 with a random 512x512 crop and flips, Adam
+    # (0.9, 0.999), LR 5e-5 / backbone 1e-5, StepLR at 30k, 40k iterations, loss weights 1/1. Its starting
+    # point, a Monodepth2 network of its own pre-trained on Cityscapes sequences, is not public: ImageNet here.
+    profiles["paper-cityscapes-sde"] = ExperimentConfig(
+        profile="paper-cityscapes-sde",
+        data=DataConfig(dataset="cityscapes", size=(512, 1024), crop=(512, 512), classes=16, hflip=True,
+                        num_workers=4, sequence=True),
+        model=dataclasses.replace(paper_model, tasks="SD", depth_output="disparity", pose_weights="imagenet"),
+        optim=OptimConfig(lr=5e-5, backbone_lr=1e-5, pose_lr=1e-6, betas=(0.9, 0.999), scheduler_step=30000),
+        train=dataclasses.replace(paper_train, depth_loss="photometric"),
+    )
     # The official configs/da/* and training/da_train.py: S+D only, 90k iterations, constant LR
     # 2.5e-4 / 1.5e-5, no clipping, weights 50/1 (the SD default), the whole source set, Cityscapes at
     # 512x1024.

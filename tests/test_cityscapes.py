@@ -171,3 +171,24 @@ def test_ignored_label_ids(fixture) -> None:
     cv2.imwrite(str(label), ids)
     semseg = Cityscapes(root, "val", size=None, tasks="S")[0]["semseg"]
     assert (semseg[:2] == IGNORE_INDEX).all() and (semseg[2:] != IGNORE_INDEX).any()
+
+
+def test_sequences_add_the_neighbouring_frames_at_the_working_size(tmp_path: Path) -> None:
+    write_cityscapes(tmp_path, counts={"train": 1, "val": 1}, sequences=True)
+    dataset = Cityscapes(tmp_path, "train", size=(32, 64), tasks="SD", sequence=True)
+    sample = dataset[0]
+    assert sample["frames"].shape == (2, 3, 32, 64) and sample["frame_ids"].tolist() == [-1, 1]
+    assert 0.0 <= float(sample["frames"].min()) and float(sample["frames"].max()) <= 1.0
+    assert not torch.equal(sample["frames"][0], sample["image"])  # the camera moved between frames
+    single = Cityscapes(tmp_path, "train", size=(32, 64), tasks="SD")[0]
+    assert "frames" not in single and torch.equal(single["image"], sample["image"])
+
+
+def test_a_missing_neighbour_frame_is_named_with_its_archive(tmp_path: Path) -> None:
+    write_cityscapes(tmp_path, counts={"train": 1, "val": 1}, sequences=True)
+    missing = tmp_path / "leftImg8bit_sequence" / "train" / "aachen" / "aachen_000000_000020_leftImg8bit.png"
+    missing.unlink()
+    with pytest.raises(DatasetError, match=r"aachen_000000_000020_leftImg8bit\.png is missing.*leftImg8bit_sequence"):
+        Cityscapes(tmp_path, "train", size=(32, 64), tasks="SD", sequence=True)
+    with pytest.raises(DatasetError, match="image_dir='leftImg8bit'"):
+        Cityscapes(tmp_path, "train", image_dir="leftImg8bit_small", sequence=True)

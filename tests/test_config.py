@@ -13,7 +13,7 @@ from densemtl_lab.config import (
 from densemtl_lab.models import model_options
 
 EXPECTED_PROFILES = ("smoke", "quick", "course", "full", "paper-synthia", "paper-vkitti2", "paper-cityscapes",
-                     "paper-nyuv2", "paper-synthia2cityscapes", "paper-vkitti22cityscapes")
+                     "paper-nyuv2", "paper-cityscapes-sde", "paper-synthia2cityscapes", "paper-vkitti22cityscapes")
 
 
 def test_every_named_profile_exists():
@@ -70,6 +70,18 @@ def test_adaptation_profiles_take_the_reference_settings(name, source, classes):
     assert config.optim.clip_grad_norm is None and config.optim.scheduler_step is None
     assert config.train.steps == 90000
     assert config.data.train_split == "all" and config.data.target_size == (512, 1024)  # configs/da/*: src_split all
+
+
+def test_the_self_supervised_depth_profile_takes_the_reference_settings():
+    config = get_profile("paper-cityscapes-sde")  # configs/cityscapes/monodepth/resnet101_ours_SD.yml
+    assert (config.data.dataset, config.data.size, config.data.crop, config.data.classes) == (
+        "cityscapes", (512, 1024), (512, 512), 16)
+    assert config.data.sequence and config.data.hflip and config.model.tasks == "SD"
+    assert (config.train.depth_loss, config.model.depth_output, config.model.pose_source) == (
+        "photometric", "disparity", "network")
+    assert (config.optim.lr, config.optim.backbone_lr, config.optim.pose_lr, config.optim.betas) == (
+        5e-5, 1e-5, 1e-6, (0.9, 0.999))
+    assert (config.train.steps, config.train.batch_size, config.optim.scheduler_step) == (40000, 2, 30000)
 
 
 def test_unknown_profile_lists_the_valid_names():

@@ -166,3 +166,14 @@ def test_an_unusable_output_folder_is_one_line_error(tmp_path: Path, capsys) -> 
     assert main("nyuv2", [str(tmp_path / "raw"), "--out", str(out), "--quiet"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: ") and str(tmp_path / "file") in error and error.count("\n") == 1
+
+
+def test_sequence_checks_the_neighbouring_frames_and_refuses_a_cache(tmp_path: Path, capsys) -> None:
+    WRITERS["cityscapes"](tmp_path / "raw", counts={"train": 1, "val": 1}, sequences=True)
+    argv = [str(tmp_path / "raw"), "--out", str(tmp_path / "out"), "--quiet", "--sequence"]
+    assert main("cityscapes", argv + ["--verify"]) == 0
+    (tmp_path / "raw" / "leftImg8bit_sequence" / "val" / "frankfurt" / "frankfurt_000000_000018_leftImg8bit.png").unlink()
+    assert main("cityscapes", argv) == 2
+    assert "frankfurt_000000_000018_leftImg8bit.png is missing" in capsys.readouterr().err
+    assert main("cityscapes", argv + ["--size", "32", "64"]) == 2
+    assert "--sequence with --size" in capsys.readouterr().err

@@ -7,9 +7,12 @@ import torch
 
 from densemtl_lab.checkpoint import load_checkpoint
 from densemtl_lab.config import ConfigError, get_profile, override
+from densemtl_lab.data.fixtures import write_cityscapes
 from densemtl_lab.data.toy_sequence import ToySequences
+from densemtl_lab.data.transforms import crop, hflip
 from densemtl_lab.metrics import MultiTaskMetrics
 from densemtl_lab.models import build_model
+from densemtl_lab.photometric import view_synthesis
 from densemtl_lab.tasks.depth import (
     DISPARITY_MAX_DEPTH_M, DISPARITY_MIN_DEPTH_M, code_from_disparity, decode_depth, encode_depth,
 )
@@ -30,13 +33,26 @@ def test_a_photometric_depth_loss_names_the_setting_it_lacks(dropped, named):
         override(SMOKE_SDE, dropped)
 
 
-@pytest.mark.parametrize(("assignment", "named"), [
-    ("data.hflip=true", "data.hflip=false"),
-    ("data.dataset=cityscapes", "only the toy dataset"),
-])
-def test_sequences_refuse_what_they_cannot_follow(assignment, named):
-    with pytest.raises(ConfigError, match=named):
-        override(get_profile("smoke"), "data.sequence=true", assignment)
+def test_sequences_are_refused_where_no_frames_exist():
+    with pytest.raises(ConfigError, match="the toy dataset and Cityscapes"):
+        override(get_profile("smoke"), "data.sequence=true", "data.dataset=synthia")
+
+
+@pytest.mark.parametrize("transform", [hflip, lambda sample: crop(sample, 8, 16, (48, 96))], ids=["flip", "crop"])
+def test_a_flipped_or_cropped_sequence_still_warps_with_its_true_geometry(transform):
+    def true_warp_error(sample, poses):
+        depth = torch.where(sample["depth"] > 0, sample["depth"], torch.tensor(80.0))[None]
+        return float(view_synthesis(sample["image"][None], sample["frames"][None], depth, sample["K"][None],
+                                    poses[None])[1].mean())
+
+    sample = ToySequences(2, size=(64, 128), domain="target", severity=0.25, seed=0)[0]
+    changed = transform(sample)
+    assert changed["frames"].shape[-2:] == changed["image"].shape[-2:]
+    before, after = true_warp_error(sample, sample["poses"]), true_warp_error(changed, changed["poses"])
+    assert after < 1.25 * before  # the geometry still holds (the image border differs)
+    if transform is hflip:  # mirrored: the sideways drift changes sign, nothing else does
+        assert torch.allclose(changed["poses"][:, 0, 3], -sample["poses"][:, 0, 3])
+        assert torch.equal(changed["poses"][:, 1:, :], sample["poses"][:, 1:, :])
 
 
 def test_a_disparity_head_is_the_same_network_with_its_depth_read_as_a_sigmoid_disparity():
@@ -129,3 +145,14 @@ def test_median_scaling_forgives_a_global_scale_and_nothing_else():
     noisy.update({"depth": encode_depth(2 * label * (1 + 0.2 * torch.rand_like(label)))}, {"depth": label})
     assert 0.02 < noisy.compute()["depth"]["abs_rel"] < 0.2
     assert torch.allclose(decode_depth(twice), (2 * label).clamp(max=80), rtol=1e-4)
+
+
+def test_cityscapes_sequences_train_the_photometric_depth_with_the_pose_network(tmp_path):
+    write_cityscapes(tmp_path, counts={"train": 2, "val": 1}, sequences=True)
+    config = override(SMOKE_SDE, "data.dataset=cityscapes", f"data.root={tmp_path}", "data.classes=19",
+                      "train.steps=2", "train.eval_every=2", "train.batch_size=2")
+    trainer = Trainer(config)
+    assert trainer.train_set.sequence and not trainer.val_set.sequence  # validation reads single frames
+    result = trainer.fit()
+    assert all(0 < row["loss/depth"] < 1 for row in result.history.steps)
+    assert 0 < result.metrics["depth"]["rmse"] < 80

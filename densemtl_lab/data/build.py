@@ -31,7 +31,7 @@ REAL_DATASETS: dict[str, tuple[str, str]] = {
 #: Where each dataset's preparation script lives (named in the missing-root error).
 _PREPARE_HINT = "data_scripts/prepare_{name}.py"
 #: Loader parameters that other config keys set (data.options may not).
-_SET_ELSEWHERE = frozenset({"self", "root", "split", "size", "tasks", "transform", "num_classes"})
+_SET_ELSEWHERE = frozenset({"self", "root", "split", "size", "tasks", "transform", "num_classes", "sequence"})
 
 
 class DataRootError(ConfigError):
@@ -77,6 +77,11 @@ def _real_dataset(name: str, root: str | None, parameter: str, options_key: str,
     loader = getattr(importlib.import_module(module_name), class_name)
     options = _loader_options(loader, name, data, options_key)
     cache = prepared_cache(root)
+    if data.sequence and split != "val" and options_key == "data.options":  # training frames come in triplets
+        if cache is not None:
+            raise ConfigError(f"data.sequence=true reads frame triplets, but {parameter}={str(root)!r} is a prepared "
+                              "cache of single frames; point it at the extracted dataset")
+        options["sequence"] = True
     if cache is not None:
         _check_cache(cache, root, parameter, name, size, loader, options)
         from densemtl_lab.data.prepare import PreparedDataset

@@ -5,6 +5,9 @@ Layout under `root` (stem = `<city>_<seq>_<frame>`), from the official `*_trainv
     gtFine/<split>/<city>/<stem>_gtFine_labelIds.png       label ids 0..33
     disparity/<split>/<city>/<stem>_disparity.png          uint16; p = 0 invalid
     camera/<split>/<city>/<stem>_camera.json               baseline and intrinsics
+    leftImg8bit_sequence/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png   (with sequence=True) the
+                                                           30-frame snippets; frames -1 and +1 of each
+                                                           labelled frame (frame number 19) are read
 Depth z = baseline * fx / ((p - 1) / 256), with p <= 1 invalid (p = 1 is zero disparity, infinitely
 far). It is computed at the disparity's own (full) resolution with the full-resolution fx from
 the json, and then resized nearest, so the values stay exact whatever the working size (the
@@ -36,19 +39,29 @@ REFERENCE_K = real_common.intrinsics(2262.52, 2265.30, 1096.98, 513.137)
 #: Suffix of each role's file name, replacing "_leftImg8bit.png".
 SUFFIXES = {"semseg": "_gtFine_labelIds.png", "depth": "_disparity.png", "camera": "_camera.json"}
 FOLDERS = {"semseg": "gtFine", "depth": "disparity", "camera": "camera"}
+#: The neighbours a sequence sample holds (the reference's frame_ids [0, -1, 1]) and their folder.
+NEIGHBOURS = (-1, 1)
+SEQUENCE_DIR = "leftImg8bit_sequence"
 
 
 class Cityscapes(RealDataset):
-    """Cityscapes with the 19, 16 (reference default), 13 or 8 class set; train 2975 / val 500."""
+    """Cityscapes with the 19, 16 (reference default), 13 or 8 class set; train 2975 / val 500.
+
+    `sequence=True` adds the frames before and after each image (`frames` [2, 3, H, W], `frame_ids`) from
+    `leftImg8bit_sequence/` (self-supervised depth; full-size images only)."""
 
     domain = "cityscapes"
     splits = ("train", "val", "test")
 
     def __init__(self, root: str | Path, split: str = "train", size: tuple[int, int] | None = (512, 1024),
                  num_classes: int = 16, image_dir: str = "leftImg8bit", tasks: str | Iterable[str] | None = None,
-                 transform: Callable[[dict], dict] | None = None) -> None:
+                 transform: Callable[[dict], dict] | None = None, sequence: bool = False) -> None:
         self._check_option("num_classes", num_classes, sorted(CITYSCAPES_LABEL_MAPS))
         self._check_option("image_dir", image_dir, IMAGE_DIRS)
+        if sequence and image_dir != "leftImg8bit":
+            raise DatasetError(f"sequence=True reads the full-size {SEQUENCE_DIR}/ frames; use image_dir='leftImg8bit', "
+                               f"not {image_dir!r}")
+        self.sequence = sequence
         self.num_classes = num_classes
         self.class_names = CITYSCAPES_SET_NAMES[num_classes]
         self.palette = palette_for(self.class_names)
@@ -66,6 +79,8 @@ class Cityscapes(RealDataset):
             "semseg": Archive("gtFine/{split}", "gtFine_trainvaltest.zip", CITYSCAPES_SOURCE),
             "depth": Archive("disparity/{split}", "disparity_trainvaltest.zip", CITYSCAPES_SOURCE),
             "camera": Archive("camera/{split}", "camera_trainvaltest.zip", CITYSCAPES_SOURCE),
+            **{f"frame{frame:+d}": Archive(SEQUENCE_DIR + "/{split}", "leftImg8bit_sequence_trainvaltest.zip",
+                                           CITYSCAPES_SOURCE) for frame in NEIGHBOURS},
         }
 
     def layout(self) -> dict[str, str]:
@@ -73,7 +88,8 @@ class Cityscapes(RealDataset):
 
     def roles(self) -> tuple[str, ...]:
         roles = super().roles()
-        return roles + ("camera",) if "depth" in roles else roles
+        roles = roles + ("camera",) if "depth" in roles else roles
+        return roles + tuple(f"frame{frame:+d}" for frame in NEIGHBOURS) if self.sequence else roles
 
     def list_samples(self) -> list[SampleFiles]:
         image_root = self.root / self.image_dir / self.split
@@ -83,7 +99,10 @@ class Cityscapes(RealDataset):
             stem = image.name[: -len("_leftImg8bit.png")]
             paths = {"image": image}
             for role in self.roles()[1:]:
-                paths[role] = self.root / FOLDERS[role] / self.split / city / (stem + SUFFIXES[role])
+                if role.startswith("frame"):
+                    paths[role] = self.root / SEQUENCE_DIR / self.split / city / neighbour_name(stem, int(role[5:]))
+                else:
+                    paths[role] = self.root / FOLDERS[role] / self.split / city / (stem + SUFFIXES[role])
             samples.append(SampleFiles(f"{city}/{stem}", paths))
         return samples
 
@@ -101,6 +120,12 @@ class Cityscapes(RealDataset):
             depth = disparity_to_depth(disparity, baseline, float(K[0, 0]))
             raw.depth = self._fit_to_image(depth, image_size, sample.paths["depth"])
             raw.K = real_common.intrinsics_at(K, disparity.shape[:2], image_size)
+        if self.sequence:
+            raw.frames = {}
+            for frame in NEIGHBOURS:
+                path = sample.paths[f"frame{frame:+d}"]
+                raw.frames[frame] = real_common.read_rgb(path)
+                real_common.check_same_size(image_size, raw.frames[frame], path)
         return raw
 
     def _fit_to_image(self, array: np.ndarray, image_size: tuple[int, int], path: Path) -> np.ndarray:
@@ -113,6 +138,12 @@ class Cityscapes(RealDataset):
             real_common.check_same_size(image_size, array, path)
             return array
         return resize_nearest(torch.from_numpy(array), image_size).numpy()
+
+
+def neighbour_name(stem: str, offset: int) -> str:
+    """The file name of the frame `offset` frames from `<city>_<seq>_<frame>` in leftImg8bit_sequence/."""
+    city_and_sequence, _, frame = stem.rpartition("_")
+    return f"{city_and_sequence}_{int(frame) + offset:06d}_leftImg8bit.png"
 
 
 def read_camera(path: Path) -> tuple[float, np.ndarray]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -31,6 +32,7 @@ from densemtl_lab.data.real_common import intrinsics_at
 from densemtl_lab.data.toy import shade_source
 from densemtl_lab.data.toy_render import render_scene
 from densemtl_lab.data.toy_scene import SCENE_STYLES, sample_scene
+from densemtl_lab.data.toy_sequence import move_camera
 from densemtl_lab.tasks import MAX_DEPTH_M
 
 STEREO_BASELINE_M = 0.22
@@ -52,13 +54,26 @@ class FixtureScene:
     K: np.ndarray  # 3, 3 float32
 
 
-def render_fixture(size: tuple[int, int], K: np.ndarray, index: int, name: str, split: str) -> FixtureScene:
-    """Toy street scene `index` rendered at `size` through the intrinsics `K`."""
+def _fixture_scene(size: tuple[int, int], K: np.ndarray, index: int) -> tuple[np.random.Generator, Any]:
+    """(its generator, after the scene's draws; toy scene `index` seen through the intrinsics `K`)."""
     rng = np.random.default_rng([FIXTURE_SEED, index])
     scene = sample_scene(rng, size, SCENE_STYLES["source"])
     camera = replace(scene.camera, fx=float(K[0, 0]), fy=float(K[1, 1]), cx=float(K[0, 2]),
                      cy=float(K[1, 2]))
-    scene = replace(scene, camera=camera)
+    return rng, replace(scene, camera=camera)
+
+
+def render_fixture_neighbour(size: tuple[int, int], K: np.ndarray, index: int, offset: int) -> np.ndarray:
+    """Fixture scene `index` seen `offset` frames later from a camera driving 1 m per frame: H, W, 3 uint8."""
+    rng, scene = _fixture_scene(size, K, index)
+    moved = move_camera(scene, (0.0, 0.0, float(offset)))
+    image = np.clip(shade_source(moved, render_scene(moved), rng), 0.0, 1.0).transpose(1, 2, 0)
+    return (image * 255.0 + 0.5).astype(np.uint8)
+
+
+def render_fixture(size: tuple[int, int], K: np.ndarray, index: int, name: str, split: str) -> FixtureScene:
+    """Toy street scene `index` rendered at `size` through the intrinsics `K`."""
+    rng, scene = _fixture_scene(size, K, index)
     render = render_scene(scene)
     image = np.clip(shade_source(scene, render, rng), 0.0, 1.0).transpose(1, 2, 0)  # H, W, 3
     depth = np.where(render.depth <= MAX_DEPTH_M, render.depth, 0.0).astype(np.float32)
@@ -98,10 +113,13 @@ def _write_lines(path: Path, lines: list[str]) -> None:
 
 
 def write_cityscapes(root: str | Path, size: tuple[int, int] = (64, 128),
-                     counts: dict[str, int] | None = None, small_images: bool = False) -> list[FixtureScene]:
+                     counts: dict[str, int] | None = None, small_images: bool = False,
+                     sequences: bool = False) -> list[FixtureScene]:
     """Cityscapes fixtures: images, gtFine label ids, uint16 disparity p = 256 B fx / z + 1, camera json.
 
-    `small_images` also writes `leftImg8bit_small/` at half the size (the reference's folder).
+    `small_images` also writes `leftImg8bit_small/` at half the size (the reference's folder);
+    `sequences` writes `leftImg8bit_sequence/` frames 18, 19 and 20 of each snippet (the camera drives 1 m
+    per frame; frame 19 is the labelled image).
     """
     root = Path(root)
     label_ids = {CITYSCAPES_CLASSES[train_id]: label_id
@@ -115,6 +133,10 @@ def write_cityscapes(root: str | Path, size: tuple[int, int] = (64, 128),
             scene = render_fixture(size, K, len(scenes), f"{city}/{stem}", split)
             folder = Path(split) / city
             _write_rgb(root / "leftImg8bit" / folder / f"{stem}_leftImg8bit.png", scene.image)
+            for offset in (-1, 0, 1) if sequences else ():
+                frame = scene.image if offset == 0 else render_fixture_neighbour(size, K, len(scenes), offset)
+                name = cityscapes.neighbour_name(stem, offset)
+                _write_rgb(root / cityscapes.SEQUENCE_DIR / folder / name, frame)
             if small_images:
                 half = (size[1] // 2, size[0] // 2)
                 small = np.asarray(Image.fromarray(scene.image).resize(half, Image.LANCZOS))

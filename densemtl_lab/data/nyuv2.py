@@ -24,7 +24,6 @@ import numpy as np
 from densemtl_lab.data import real_common
 from densemtl_lab.data.classes import palette_for
 from densemtl_lab.data.real_common import Archive, DatasetError, RawSample, RealDataset, SampleFiles
-from densemtl_lab.data.transforms import MAP_KEYS
 
 NYUD_SOURCE = ("NYUD_MT.tgz, the multi-task NYUD-v2 release linked from "
                "github.com/SimonVandenhende/Multi-Task-Learning-PyTorch and github.com/brdav/atrc")
@@ -125,7 +124,7 @@ class NYUv2(RealDataset):
             "normals": _normals,
             "edges": lambda path: _single_channel(_read_map(path)) > 0,
         }
-        for role in MAP_KEYS[1:]:
+        for role in readers:
             if self.reads(role):
                 value = readers[role](sample.paths[role])
                 real_common.check_same_size(image.shape[:2], value, sample.paths[role])

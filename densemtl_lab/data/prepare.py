@@ -245,7 +245,10 @@ class PreparedDataset(RealDataset):
 #: Dataset -> its loader options on the command line: (flag, argparse keywords).
 OPTIONS: dict[str, list[tuple[str, dict[str, object]]]] = {
     "cityscapes": [("--num-classes", {"type": int, "choices": (19, 16, 13, 8)}),
-                   ("--image-dir", {"choices": ("leftImg8bit", "leftImg8bit_small")})],
+                   ("--image-dir", {"choices": ("leftImg8bit", "leftImg8bit_small")}),
+                   ("--sequence", {"action": "store_true", "default": None,
+                                   "help": "check (and with --verify read) frames -1 and +1 of every image in "
+                                           "leftImg8bit_sequence/ (self-supervised depth; not with --size)"})],
     "synthia": [("--labels-dir", {"choices": ("GT/LABELS", "parsed_LABELS")}),
                 ("--depth-dir", {"choices": ("Depth/Depth", "Depth")}),
                 ("--split-seed", {"type": int})],
@@ -282,6 +285,10 @@ def main(dataset: str, argv: Sequence[str] | None = None) -> int:
     args = build_parser(dataset).parse_args(argv)
     options = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
                for flag, _ in OPTIONS[dataset]}
+    if options.get("sequence") and args.size is not None:
+        print("error: --sequence with --size: a resized cache holds single frames; check the sequences without "
+              "--size and train from the extracted folder", file=sys.stderr)
+        return 2
     try:
         config = PrepareConfig(dataset, args.root, args.out,
                                size=None if args.size is None else tuple(args.size),

@@ -69,6 +69,7 @@ class RawSample:
     depth: np.ndarray | None = None  # H, W metres, 0 where invalid
     normals: np.ndarray | None = None  # H, W, 3 provided normals (NYUv2 only)
     edges: np.ndarray | None = None  # H, W provided edges in {0, 1} (NYUv2 only)
+    frames: dict[int, np.ndarray] | None = None  # frame id -> H, W, 3 uint8: the neighbours of a sequence sample
     counts: dict[str, int] = field(default_factory=dict)  # e.g. unknown-colour pixels
 
 
@@ -304,6 +305,11 @@ def raw_to_tensors(raw: RawSample) -> dict[str, object]:
         sample["normals"] = torch.from_numpy(raw.normals.astype(np.float32)).permute(2, 0, 1)
     if raw.edges is not None:
         sample["edges"] = torch.from_numpy((raw.edges > 0).astype(np.float32))[None]  # 1, H, W
+    if raw.frames is not None:
+        ids = sorted(raw.frames)
+        frames = np.stack([raw.frames[frame] for frame in ids])  # S, H, W, 3
+        sample["frames"] = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0  # S, 3, H, W
+        sample["frame_ids"] = torch.tensor(ids)
     return sample
 
 

@@ -26,7 +26,11 @@ Sample = dict[str, object]
 Transform = Callable[[Sample], Sample]
 
 #: Keys of the maps a transform moves; every other key passes through unchanged.
-MAP_KEYS: tuple[str, ...] = ("image", "semseg", "depth", "normals", "edges")
+MAP_KEYS: tuple[str, ...] = ("image", "semseg", "depth", "normals", "edges", "frames")
+#: The maps resized as images (bilinear, antialiased): frame 0 and a sequence sample's neighbours [S, 3, H, W].
+_IMAGE_KEYS = ("image", "frames")
+#: Mirroring the x axis of a camera frame: a pose T becomes M T M (M its own inverse).
+_MIRROR_X = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0]))
 
 
 class TransformError(ValueError):
@@ -70,7 +74,8 @@ class Compose:
 
 
 class Resize:
-    """Resize every map to `size` (H, W): RGB bilinear with antialiasing, labels nearest; K scaled."""
+    """Resize every map to `size` (H, W): RGB bilinear with antialiasing (the neighbouring `frames` of a
+    sequence sample too), labels nearest; K scaled (poses between frames do not change)."""
 
     def __init__(self, size: Iterable[int]) -> None:
         self.size = _check_size(size, "size")
@@ -83,11 +88,11 @@ class Resize:
         for key in MAP_KEYS:
             if key not in sample:
                 continue
-            if key == "image":
-                image = sample[key].unsqueeze(0)  # 1, 3, H, W
-                resized = F.interpolate(image, size=self.size, mode="bilinear",
-                                        align_corners=False, antialias=True)
-                out[key] = resized[0].clamp(0.0, 1.0)  # 3, h, w
+            if key in _IMAGE_KEYS:
+                images = sample[key] if key == "frames" else sample[key].unsqueeze(0)  # N, 3, H, W
+                resized = F.interpolate(images, size=self.size, mode="bilinear",
+                                        align_corners=False, antialias=True).clamp(0.0, 1.0)
+                out[key] = resized if key == "frames" else resized[0]
             else:
                 out[key] = resize_nearest(sample[key], self.size)
         if "K" in sample:
@@ -126,7 +131,8 @@ class RandomCrop:
 
 
 def hflip(sample: Sample) -> Sample:
-    """Mirror every map left-right: normals' x is negated where valid and K's cx -> W - cx."""
+    """Mirror every map left-right: normals' x is negated where valid, K's cx -> W - cx, and a sequence's
+    poses (T_{f<-0}) are mirrored too (M T M, M = diag(-1, 1, 1, 1))."""
     out = dict(sample)
     for key in MAP_KEYS:
         if key in sample:
@@ -140,6 +146,8 @@ def hflip(sample: Sample) -> Sample:
         mirrored = sample["K"].clone()
         mirrored[0, 2] = width - mirrored[0, 2]  # pixel centre u + .5 -> W - (u + .5)
         out["K"] = mirrored
+    if "poses" in sample:
+        out["poses"] = _MIRROR_X @ sample["poses"] @ _MIRROR_X
     return out
 
 
