@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from densemtl_lab.checkpoint import load_checkpoint
+from densemtl_lab.cli import main
 from densemtl_lab.config import ConfigError, get_profile, override
 from densemtl_lab.data.fixtures import write_cityscapes
 from densemtl_lab.data.toy_sequence import ToySequences
@@ -156,3 +159,25 @@ def test_cityscapes_sequences_train_the_photometric_depth_with_the_pose_network(
     result = trainer.fit()
     assert all(0 < row["loss/depth"] < 1 for row in result.history.steps)
     assert 0 < result.metrics["depth"]["rmse"] < 80
+
+
+# The reference's SDE profile on the Cityscapes fixture: its settings, at a fixture's size, from scratch (no
+# download in CI: model.weights and model.pose_weights null).
+PAPER_SDE_ON_A_FIXTURE = ("-p", "train.steps=2", "-p", "train.eval_every=2", "-p", "train.checkpoint_every=2",
+                          "-p", "data.size=[64, 128]", "-p", "data.crop=[64, 64]", "-p", "data.num_workers=0",
+                          "-p", "model.weights=null", "-p", "model.pose_weights=null", "-p", "train.quiet=true")
+
+
+def test_the_paper_sde_profile_trains_on_the_cityscapes_fixture_and_names_a_missing_frame(tmp_path, capsys):
+    write_cityscapes(tmp_path / "cityscapes", counts={"train": 2, "val": 1}, sequences=True)
+    command = ["train", "--profile", "paper-cityscapes-sde", "--data-root", str(tmp_path / "cityscapes"),
+               "--device", "cpu", *PAPER_SDE_ON_A_FIXTURE]
+    assert main([*command, "--run-dir", str(tmp_path / "run")]) == 0
+    history = json.loads((tmp_path / "run" / "history.json").read_text())["steps"]
+    assert [row["step"] for row in history] == [1, 2] and all(0 < row["loss/depth"] < 1 for row in history)
+    assert {"lr/pose": 1e-6}.items() <= history[-1].items()
+    capsys.readouterr()
+    (tmp_path / "cityscapes" / "leftImg8bit_sequence" / "train" / "aachen" / "aachen_000001_000020_leftImg8bit.png").unlink()
+    assert main([*command, "--run-dir", str(tmp_path / "again")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "aachen_000001_000020_leftImg8bit.png is missing" in error[0]
