@@ -158,14 +158,11 @@ def _trained_model_on_split(args: argparse.Namespace) -> tuple[Any, ExperimentCo
 def _run_eval(args: argparse.Namespace) -> int:
     from densemtl_lab.atomic import write_json_atomic
     from densemtl_lab.evaluation import evaluate
-    from densemtl_lab.metrics import delta_m
-    from densemtl_lab.train import run_baselines
+    from densemtl_lab.train import with_delta_m
 
     model, config, device, dataset = _trained_model_on_split(args)
-    metrics: dict[str, Any] = evaluate(model, dataset, device=device, reference_quirks=args.reference_quirks,
-                                       **config.evaluation_options())
-    if config.train.best_metric == "delta_m":  # the run compared itself with stored baselines: so does this
-        metrics["delta_m"] = delta_m(metrics, run_baselines(config))
+    metrics = with_delta_m(evaluate(model, dataset, device=device, reference_quirks=args.reference_quirks,
+                                    **config.evaluation_options()), config)
     out = args.out if args.out is not None else args.checkpoint.with_suffix(".metrics.json")
     write_json_atomic(out, {"checkpoint": str(args.checkpoint), "split": args.split, "images": len(dataset),
                             "reference_quirks": args.reference_quirks, "metrics": metrics})

@@ -231,6 +231,14 @@ def run_baselines(config: ExperimentConfig) -> Baselines:
 
 # --- the run folder -----------------------------------------------------------------------------------
 
+def with_delta_m(metrics: dict[str, Any], config: ExperimentConfig) -> dict[str, Any]:
+    """`metrics` with "delta_m" against the run's stored baselines added when the run is judged by it
+    (train.best_metric=delta_m): what its evaluations record, and what `densemtl-lab eval` reports."""
+    if config.train.best_metric == "delta_m":
+        metrics["delta_m"] = delta_m(metrics, run_baselines(config))
+    return metrics
+
+
 def check_resumable(run_dir: Path, config: ExperimentConfig) -> None:
     """RunDirError unless `run_dir`'s config.json is `config` but for RESUMABLE_CHANGES."""
     try:
@@ -579,9 +587,7 @@ class Trainer:
         results: dict[str, Any] = evaluate(self.model, self.val_set if dataset is None else dataset,
                                            device=self.device, context=self.context,
                                            **self.config.evaluation_options())
-        if self.config.train.best_metric == "delta_m":
-            results["delta_m"] = delta_m(results, run_baselines(self.config))
-        return results
+        return with_delta_m(results, self.config)
 
     def _record_evaluation(self) -> None:
         self.metrics = self.evaluate()
