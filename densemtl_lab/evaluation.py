@@ -36,6 +36,11 @@ def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[setting]
 
 
+def channels_last_on(device: torch.device, requested: bool) -> bool:
+    """Whether `requested` channels_last applies on `device`: on CPUs and CUDA GPUs (elsewhere it is ignored)."""
+    return requested and device.type in ("cpu", "cuda")
+
+
 def to_device(batch: Batch, device: torch.device, channels_last: bool) -> Batch:
     """Tensors of a collated batch onto `device` (non-blocking from pinned memory)."""
     moved = {key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value
@@ -72,7 +77,7 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 4, device:
     for index, batch in enumerate(loader):
         if max_batches is not None and index >= max_batches:
             break
-        batch = to_device(batch, device, channels_last and device.type in ("cpu", "cuda"))
+        batch = to_device(batch, device, channels_last_on(device, channels_last))
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             outputs = model(batch["image"])
         metrics.update({task: outputs[task][0].float() for task in tasks}, batch)

@@ -56,7 +56,7 @@ from densemtl_lab.config import (
 )
 from densemtl_lab.conflicts import ConflictLog, task_losses
 from densemtl_lab.data.build import build_dataset
-from densemtl_lab.evaluation import Batch, autocast_dtype, evaluate, to_device
+from densemtl_lab.evaluation import Batch, autocast_dtype, channels_last_on, evaluate, to_device
 from densemtl_lab.losses import MultiTaskLoss
 from densemtl_lab.metrics import (
     BASELINES_FILE, Baselines, MissingBaselineError, delta_m, flatten_metrics, load_baselines,
@@ -334,7 +334,7 @@ class Trainer:
         self.context = distributed.init_from_env(settings.device)
         self.device = distributed.process_device(self.context, settings.device)
         configure_backend(self.device, settings.num_threads, self.context)
-        self.channels_last = settings.channels_last and self.device.type in ("cpu", "cuda")
+        self.channels_last = channels_last_on(self.device, settings.channels_last)
         seed_everything(settings.seed)
         self.tasks = config.model.task_names
         target = "target" if config.data.target_dataset else None
