@@ -9,7 +9,9 @@ task modules use torch, numpy, OpenCV and matplotlib inside their functions only
     else:
         torch = lazy_module("torch")
 
-and the real module is imported the first time one of its attributes is read.
+and the real module is imported the first time one of its attributes is read. (Not
+`importlib.util.LazyLoader`: finding the spec of a submodule such as "torch.nn.functional" imports its
+parent packages, torch itself, which is what this module exists to avoid.)
 """
 
 from __future__ import annotations
