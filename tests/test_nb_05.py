@@ -32,7 +32,7 @@ def test_notebook_05_explores_the_attention_of_one_scene(execute_notebook, noteb
 def test_notebook_05_shows_the_shipped_course_model_and_what_its_study_found(execute_notebook) -> None:
     from densemtl_lab.study import load_shipped
     from densemtl_lab.viz.explorer import load_caches
-    from densemtl_lab.viz.studies import attention_findings
+    from densemtl_lab.viz.studies import attention_findings, attention_goals
 
     _, executed = execute_notebook("05_attention_maps")
     cells = {cell.get("id"): cell for cell in executed.cells}
@@ -43,4 +43,6 @@ def test_notebook_05_shows_the_shipped_course_model_and_what_its_study_found(exe
     assert f"semseg mIoU {about['metrics']['semseg']['mIoU']:.2f}" in described
     findings = "".join(output.get("text", "") for output in cells["cell-course-6"].outputs)
     assert findings.strip() == attention_findings(load_shipped("architectures", "course")).strip()
+    goals = "".join(output.get("text", "") for output in cells["cell-course-8"].outputs)
+    assert goals.strip() == attention_goals(load_shipped("architectures", "course")).strip()  # from the file
 

@@ -391,3 +391,25 @@ def test_the_aggregators_study_shares_its_plain_runs_with_the_architectures_stud
     assert configs[0].keys() == shared and configs[0] == configs[1]  # one training serves both (link the folders)
     methods = {run.name: study.run_config(base, run).train.aggregator for run in plan_runs(get_study("aggregators"), [0])}
     assert methods["densemtl-upgrad-s0"] == "upgrad" and methods["mtl-mgda-s0"] == "mgda"
+
+
+def test_attention_goals_say_met_or_not_from_the_recorded_diagnostics():
+    import copy
+
+    from densemtl_lab.study import load_shipped
+    from densemtl_lab.viz.studies import ALPHA_GOAL, attention_goals
+
+    record = load_shipped("architectures", "course")
+    alpha = record["diagnostics"]["densemtl"]["mean_alpha"]["mean"]
+    line = next(line for line in attention_goals(record).splitlines() if "|alpha|" in line)
+    assert f"{alpha:.3f}" in line and line.endswith("NOT met" if alpha < ALPHA_GOAL else " met")
+    opened = copy.deepcopy(record)
+    opened["diagnostics"]["densemtl"]["mean_alpha"]["mean"] = 2 * ALPHA_GOAL
+    closed = copy.deepcopy(record)
+    closed["diagnostics"]["densemtl"]["main_metric_change"]["no correlation"] = {
+        task: {**change, "change": {**change["change"], "mean": 0.0}, "percent": {**change["percent"], "mean": 0.0}}
+        for task, change in record["diagnostics"]["densemtl"]["main_metric_change"]["no correlation"].items()}
+    lines = {name: attention_goals(value).splitlines() for name, value in (("opened", opened), ("closed", closed))}
+    assert lines["opened"][1].endswith(" met") and not lines["opened"][1].endswith("NOT met")
+    assert "no task" in lines["closed"][3] and lines["closed"][3].endswith("NOT met")
+    assert attention_goals(record, "stl") == "stl: the study has no attention diagnostics"

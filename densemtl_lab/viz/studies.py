@@ -145,3 +145,49 @@ def _attention_findings(label: str, diagnostics: Mapping[str, Any]) -> list[str]
                 parts.append(f"{task} {TASKS[task].main_metric} {change['change']['mean']:+.2f}{relative}")
         lines.append(f"  switched off at test time, {switch[3:]:<15} {', '.join(parts)}")
     return lines
+
+
+#: The course profile's goals for attention that is learnt and used (issue "Evidence the course can stand on",
+#: docs/benchmarks.md, "The course studies"): the branch opened, its rows peaked, and the network using it.
+ALPHA_GOAL = 0.1
+ENTROPY_GOAL = 0.85
+#: Switching the correlation branch off at test time costs at least this: mIoU points, or % of a lower-is-better
+#: main metric (depth RMSE, normals angle).
+SWITCH_OFF_GOALS = {"points": 1.0, "percent": 2.0}
+
+
+def attention_goals(record: Mapping[str, Any], variant: str = "densemtl") -> str:
+    """Whether the study's `variant` meets each attention goal, as text: the value over seeds, then met or not
+    (a variant without alpha, or without a correlation branch, has nothing to measure there)."""
+    diagnostics = record.get("diagnostics", {}).get(variant)
+    if diagnostics is None:
+        return f"{variant}: the study has no attention diagnostics"
+    alpha, entropy = diagnostics["mean_alpha"]["mean"], diagnostics["mean_entropy"]["mean"]
+    costs = {task: change for task, change in diagnostics["main_metric_change"].get("no correlation", {}).items()
+             if change["change"]["n"]}
+    used = {task: cost for task, change in costs.items() if (cost := _switch_off_cost(task, change)) is not None}
+    rows = [
+        (f"mean |alpha| >= {ALPHA_GOAL} (the branch opened)", _number(alpha),
+         None if alpha is None else alpha >= ALPHA_GOAL),
+        (f"mean entropy <= {ENTROPY_GOAL} (peaked attention)", _number(entropy),
+         None if entropy is None else entropy <= ENTROPY_GOAL),
+        (f"correlation off costs >= {SWITCH_OFF_GOALS['points']:g} mIoU point or >= {SWITCH_OFF_GOALS['percent']:g} %",
+         ", ".join(f"{task} {cost}" for task, cost in used.items()) or "no task", bool(used)),
+    ]
+    lines = [f"{variant}: the course goals for attention that is learnt and used (mean over seeds {diagnostics['seeds']})"]
+    verdicts = {True: "met", False: "NOT met", None: "(not measured)"}
+    lines += [f"  {goal:<58} {value:<24} {verdicts[met]}" for goal, value, met in rows]
+    return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _switch_off_cost(task: str, change: Mapping[str, Any]) -> str | None:
+    """What switching the branch off cost `task` when it reaches a goal's amount (None otherwise)."""
+    if TASKS[task].direction(TASKS[task].main_metric) > 0:  # higher is better (mIoU): points lost
+        lost = -change["change"]["mean"]
+        return f"-{lost:.2f} points" if lost >= SWITCH_OFF_GOALS["points"] else None
+    percent = change["percent"]["mean"] if change["percent"]["n"] else None
+    return f"+{percent:.1f} %" if percent is not None and percent >= SWITCH_OFF_GOALS["percent"] else None
