@@ -163,9 +163,9 @@ class ViewSynthesisLoss(nn.Module):
 
     Holds the pose network (its own optimiser group, `optim.pose_lr`), or, with `pose_source="dataset"`,
     none: the batch's true poses (`poses`, T_{s<-0}; toy sequences) stand in for it, a lesson setting
-    that learns depth alone. `loss(outputs, batch)` takes the depth outputs {scale: coded depth} of a
-    disparity-headed model and the batch of a sequence dataset (`image`, `frames` [B, S, 3, H, W],
-    `frame_ids`, `K`); it never reads a depth label.
+    that learns depth alone. Called with the depth outputs {scale: coded depth} of a disparity-headed model
+    and the batch of a sequence dataset (`image`, `frames` [B, S, 3, H, W], `frame_ids`, `K`), it returns
+    the loss; it never reads a depth label.
     """
 
     def __init__(self, pose_weights: str | None = None, pose_source: str = "network", smoothness: float = 1e-3,
