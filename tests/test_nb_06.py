@@ -25,3 +25,13 @@ def test_notebook_06_compares_source_only_adaptation_and_oracle_on_the_target(ex
     # the smoke profile trains 4 steps: no learning is asserted, only that no cell failed
     assert not any(output.get("output_type") == "error" for cell in executed.cells
                    for output in cell.get("outputs", []))
+    # the shipped study's section prints its findings from the file: each method against source-only and the control
+    from densemtl_lab.study import load_shipped
+    from densemtl_lab.viz.studies import study_findings
+
+    (findings,) = [cell for cell in executed.cells if cell.get("id") == "cell-adapt-study-4"]
+    printed = "".join(output.get("text", "") for output in findings.outputs)
+    expected = study_findings(load_shipped("adaptation", "course"), metrics=("semseg/mIoU", "depth/rmse"))
+    assert printed.strip() == expected.strip()
+    for a, b in (("adversarial", "source-only"), ("adversarial", "bn-control"), ("entropy", "bn-control")):
+        assert f"{a} - {b}" in printed
