@@ -53,6 +53,7 @@ from torch import nn
 
 from densemtl_lab import distributed
 from densemtl_lab.config import AGGREGATOR_NAMES, ConfigError
+from densemtl_lab.losses import task_losses
 
 #: What `pip install` adds for the aggregators whose solvers torchjd leaves optional.
 EXTRA_INSTALL = "pip install 'densemtl-lab[aggregators]'"
@@ -125,8 +126,8 @@ class GradientAggregation:
 
     It watches two things of one training step while `capture()` is active: the encoder's output
     features (a forward hook on `model.encoder`) and the unweighted per-task losses that
-    `criterion` hands to its weighting (a forward pre-hook on `criterion.weighting`, so they are
-    exactly the losses of the ordinary path). `backward()` then runs `mtl_backward` + `jac_to_grad`.
+    `criterion` hands to its weighting (`losses.task_losses`, so they are exactly the losses of the
+    ordinary path). `backward()` then runs `mtl_backward` + `jac_to_grad`.
     """
 
     def __init__(self, name: str, model: nn.Module, criterion: nn.Module, tasks: Sequence[str],
@@ -147,8 +148,7 @@ class GradientAggregation:
         self._capturing = False
         self._features: list[torch.Tensor] | None = None
         self._losses: dict[str, torch.Tensor] | None = None
-        self._hooks = [model.encoder.register_forward_hook(self._keep_features),
-                       criterion.weighting.register_forward_pre_hook(self._keep_losses)]
+        self._hooks = [model.encoder.register_forward_hook(self._keep_features)]
 
     def _keep_features(self, module: nn.Module, inputs: Any, output: Sequence[torch.Tensor]
                        ) -> list[torch.Tensor] | None:
@@ -165,16 +165,14 @@ class GradientAggregation:
         self._features = [feature.view_as(feature) for feature in output]
         return list(self._features)
 
-    def _keep_losses(self, module: nn.Module, inputs: tuple[Mapping[str, torch.Tensor]]) -> None:
-        if self._capturing:
-            self._losses = dict(inputs[0])
-
     @contextmanager
     def capture(self) -> Iterator[None]:
         """Record the features and task losses of the forward and loss computed inside."""
         self._capturing, self._features, self._losses = True, None, None
         try:
-            yield
+            with task_losses(self.criterion) as losses:
+                yield
+            self._losses = losses or None
         finally:
             self._capturing = False
 

@@ -17,8 +17,7 @@ tasks share (as for `train.aggregator`, see `densemtl_lab.aggregation`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +27,7 @@ from torch.utils.data import default_collate
 
 from densemtl_lab import distributed
 from densemtl_lab.evaluation import to_device
-from densemtl_lab.losses import MultiTaskLoss
+from densemtl_lab.losses import MultiTaskLoss, task_losses
 
 if TYPE_CHECKING:
     from densemtl_lab.config import ExperimentConfig
@@ -57,18 +56,6 @@ def conflict_statistics(gradients: torch.Tensor, tasks: Sequence[str]) -> dict[s
         cosine = max(-1.0, min(1.0, float(products[a, b]) / denominator)) if denominator > 0 else float("nan")
         statistics[f"grad_cosine/{tasks[a]}~{tasks[b]}"] = cosine
     return statistics
-
-
-@contextmanager
-def task_losses(criterion: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
-    """Within, each forward of `criterion` (a `MultiTaskLoss`) fills the yielded dict with its unweighted
-    per-task losses as its weighting receives them, still attached to the graph."""
-    captured: dict[str, torch.Tensor] = {}
-    hook = criterion.weighting.register_forward_pre_hook(lambda module, inputs: captured.update(inputs[0]))
-    try:
-        yield captured
-    finally:
-        hook.remove()
 
 
 class ConflictLog:

@@ -16,7 +16,8 @@ task's outputs at every scale and the whole batch; the weighting receives it lik
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import torch
 import torch.nn as nn
@@ -27,7 +28,7 @@ from densemtl_lab.weighting import build_weighting
 if TYPE_CHECKING:
     from densemtl_lab.config import ExperimentConfig
 
-__all__ = ["LabelError", "MultiTaskLoss", "PredictionError"]
+__all__ = ["LabelError", "MultiTaskLoss", "PredictionError", "build_label_free_loss", "task_losses"]
 
 
 def build_label_free_loss(task: str, kind: str, **options: Any) -> nn.Module:
@@ -119,3 +120,15 @@ class MultiTaskLoss(nn.Module):
     def current_weights(self) -> dict[str, float]:
         """The multiplier each task's unweighted loss gets in the total right now."""
         return self.weighting.current_weights()
+
+
+@contextmanager
+def task_losses(criterion: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Within, each forward of `criterion` (a `MultiTaskLoss`) fills the yielded dict with its unweighted
+    per-task losses as its weighting receives them, still attached to the graph."""
+    captured: dict[str, torch.Tensor] = {}
+    hook = criterion.weighting.register_forward_pre_hook(lambda module, inputs: captured.update(inputs[0]))
+    try:
+        yield captured
+    finally:
+        hook.remove()

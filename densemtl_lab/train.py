@@ -54,10 +54,10 @@ from densemtl_lab.checkpoint import (
 from densemtl_lab.config import (
     ADAPT_METHODS, RESUMABLE_CHANGES, ConfigError, ExperimentConfig, OptimConfig, config_differences,
 )
-from densemtl_lab.conflicts import ConflictLog, task_losses
+from densemtl_lab.conflicts import ConflictLog
 from densemtl_lab.data.build import build_dataset
 from densemtl_lab.evaluation import Batch, autocast_dtype, channels_last_on, evaluate, to_device
-from densemtl_lab.losses import MultiTaskLoss
+from densemtl_lab.losses import MultiTaskLoss, task_losses
 from densemtl_lab.metrics import (
     BASELINES_FILE, Baselines, MissingBaselineError, delta_m, flatten_metrics, load_baselines,
 )

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from densemtl_lab.config import ConfigError, get_profile, override
-from densemtl_lab.conflicts import ConflictLog, batch_jacobian, conflict_statistics, task_gradients, task_losses
+from densemtl_lab.conflicts import ConflictLog, batch_jacobian, conflict_statistics, task_gradients
 from densemtl_lab.evaluation import to_device
+from densemtl_lab.losses import task_losses
 from densemtl_lab.train import Trainer
 
 SMOKE = override(get_profile("smoke", quiet=True, device="cpu"), "model.name=mtl", "model.tasks=SDN")
