@@ -67,7 +67,8 @@ def _loader_options(loader: type, name: str, data: DataConfig, key: str) -> dict
 
 
 def _real_dataset(name: str, root: str | None, parameter: str, options_key: str, data: DataConfig, split: str,
-                  size: tuple[int, int], tasks: Iterable[str] | None, transform: Compose | None) -> Dataset:
+                  size: tuple[int, int], tasks: Iterable[str] | None, transform: Compose | None,
+                  sequence: bool = False) -> Dataset:
     if root is None or not Path(root).expanduser().is_dir():
         state = " is not set" if root is None else f"={root!r} is not a folder"
         raise DataRootError(f"{parameter}{state} for dataset {name!r}; pass -p {parameter}=/path/to/"
@@ -77,7 +78,7 @@ def _real_dataset(name: str, root: str | None, parameter: str, options_key: str,
     loader = getattr(importlib.import_module(module_name), class_name)
     options = _loader_options(loader, name, data, options_key)
     cache = prepared_cache(root)
-    if data.sequence and split != "val" and options_key == "data.options":  # training frames come in triplets
+    if sequence:
         if cache is not None:
             raise ConfigError(f"data.sequence=true reads frame triplets, but {parameter}={str(root)!r} is a prepared "
                               "cache of single frames; point it at the extracted dataset")
@@ -139,6 +140,7 @@ def build_dataset(data: DataConfig, split: str, domain: str | None = None,
         raise ConfigError(f"domain={domain!r} must be None, 'source' or 'target'")
     name, root, parameter, options_key, size = data.dataset, data.root, "data.root", "data.options", data.size
     transform = training_transform(data) if split == "train" else None
+    sequence = data.sequence and split == "train" and domain != "target"  # frame triplets to learn depth from
     if domain == "target":
         size = data.target_size or data.size
         if data.target_dataset is not None:
@@ -147,14 +149,14 @@ def build_dataset(data: DataConfig, split: str, domain: str | None = None,
     elif split == "train":
         split = data.train_split
     if name != "toy":
-        return _real_dataset(name, root, parameter, options_key, data, split, size, tasks, transform)
+        return _real_dataset(name, root, parameter, options_key, data, split, size, tasks, transform, sequence)
     from densemtl_lab.data.toy import ToyScenes
 
     if root is not None:
         return _toy_from_disk(Path(root).expanduser() / split, parameter, size, transform)
     length = data.train_length if split == "train" else data.val_length
     scenes = ToyScenes
-    if data.sequence and split == "train":  # frame triplets to learn depth from; validation keeps single frames
+    if sequence:  # validation keeps single frames
         from densemtl_lab.data.toy_sequence import ToySequences as scenes
     return scenes(length, size=size, domain=domain or data.domain, severity=data.severity,
                   seed=data.scene_seed, split=split, transform=transform)
