@@ -10,7 +10,10 @@ from densemtl_lab.data.toy import ToyConfig, shade_target
 from densemtl_lab.data.toy_render import render_scene
 from densemtl_lab.data.toy_scene import SCENE_STYLES, sample_scene
 from densemtl_lab.data.toy_sequence import NEIGHBOURS, move_camera, relative_pose, sample_motion
-from densemtl_lab.tasks.depth import code_from_disparity, disparity_from_code, disparity_to_depth
+from densemtl_lab.tasks.depth import (
+    DISPARITY_MAX_DEPTH_M, DISPARITY_MIN_DEPTH_M, code_from_disparity, depth_to_disparity, disparity_from_code,
+    disparity_to_depth,
+)
 from densemtl_lab.photometric import (
     edge_aware_smoothness, photometric_error, photometric_loss, project_into_source,
     ssim_distance, warp_to_target,
@@ -123,6 +126,7 @@ def test_disparity_to_depth_spans_the_bounds_linearly_in_inverse_depth():
     disparity = torch.tensor([0.0, 0.5, 1.0])
     depth = disparity_to_depth(disparity, 0.1, 100.0)
     assert torch.allclose(depth, torch.tensor([100.0, 1 / (0.01 + 0.5 * 9.99), 0.1]))
+    assert torch.allclose(depth_to_disparity(depth, 0.1, 100.0), disparity, atol=1e-6)
     # A disparity head's outputs travel in the usual depth coding and come back unchanged.
     assert torch.allclose(disparity_from_code(code_from_disparity(disparity)), disparity, atol=1e-6)
 
@@ -149,9 +153,9 @@ def test_edge_aware_smoothness_is_zero_on_constant_disparity_and_damped_by_image
     assert float(edge_aware_smoothness(ramp, edged)) < 0.5 * float(edge_aware_smoothness(ramp, plain))
 
 
-def inverse_sigmoid_disparity(depth: torch.Tensor, min_depth: float = 0.1, max_depth: float = 100.0) -> torch.Tensor:
-    """The disparity (a sigmoid output) whose depth is `depth`: the inverse of disparity_to_depth."""
-    return (1 / depth.clamp(min_depth, max_depth) - 1 / max_depth) / (1 / min_depth - 1 / max_depth)
+def inverse_sigmoid_disparity(depth: torch.Tensor) -> torch.Tensor:
+    """The disparity (a sigmoid output) whose depth is `depth`, clamped to the disparity head's range."""
+    return depth_to_disparity(depth.clamp(DISPARITY_MIN_DEPTH_M, DISPARITY_MAX_DEPTH_M))
 
 
 def test_the_loss_is_lower_with_the_true_depth_and_its_automask_keeps_the_moving_pixels():

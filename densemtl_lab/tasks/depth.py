@@ -81,11 +81,17 @@ def code_from_disparity(disparity: torch.Tensor) -> torch.Tensor:
     return 65536.0 / (disparity_to_depth(disparity) * 100.0 + 1.0)
 
 
+def depth_to_disparity(depth: torch.Tensor, min_depth: float = DISPARITY_MIN_DEPTH_M,
+                       max_depth: float = DISPARITY_MAX_DEPTH_M) -> torch.Tensor:
+    """The inverse of disparity_to_depth: the sigmoid output whose depth is `depth` (metres; in [0, 1] for
+    depths in [min_depth, max_depth])."""
+    min_disparity, max_disparity = 1 / max_depth, 1 / min_depth
+    return (1 / depth - min_disparity) / (max_disparity - min_disparity)
+
+
 def disparity_from_code(code: torch.Tensor) -> torch.Tensor:
     """The inverse of code_from_disparity: the disparity in [0, 1] of a coded output."""
-    metres = (65536.0 / code - 1.0) / 100.0
-    min_disparity, max_disparity = 1 / DISPARITY_MAX_DEPTH_M, 1 / DISPARITY_MIN_DEPTH_M
-    return (1 / metres - min_disparity) / (max_disparity - min_disparity)
+    return depth_to_disparity((65536.0 / code - 1.0) / 100.0)
 
 
 @cache

@@ -42,7 +42,8 @@ from densemtl_lab.data.classes import CITYSCAPES_CLASSES
 from densemtl_lab.tasks import IGNORE_INDEX, TASKS, decode_prediction, parse_tasks
 from densemtl_lab.viz.colour import colourise, default_palette
 
-_PANEL_INCHES = 2.6  # width of one image panel
+#: The width of one image panel (inches), shared by the figure modules.
+PANEL_INCHES = 2.6
 _DEPTH_TICKS_M = (0.5, 1, 2, 3, 5, 10, 20, 40, 80)
 
 
@@ -161,7 +162,7 @@ def show_samples(samples: Sequence[Mapping[str, Any]], tasks: str | Sequence[str
     if not samples:
         raise FigureInputError("samples is empty; pass at least one data-contract sample")
     names = _sample_tasks(samples[0], tasks)
-    figure = Figure(figsize=(_PANEL_INCHES * (1 + len(names)) + 1.5, _PANEL_INCHES * 0.6 * len(samples) + 0.4),
+    figure = Figure(figsize=(PANEL_INCHES * (1 + len(names)) + 1.5, PANEL_INCHES * 0.6 * len(samples) + 0.4),
                     layout="constrained")
     axes = figure.subplots(len(samples), 1 + len(names), squeeze=False)
     for row, sample in zip(axes, samples):
@@ -213,7 +214,7 @@ def show_predictions(batch: Mapping[str, Any], outputs: Mapping[str, Any],
         raise FigureInputError(f"max_images={max_images} and a batch of {batch['image'].shape[0]}: "
                                "nothing to draw; use max_images >= 1")
     decoded = {t: decode_prediction(t, raw[t].detach().float().cpu()) for t in names}
-    figure = Figure(figsize=(_PANEL_INCHES * (1 + len(names)) + 1.5, _PANEL_INCHES * 0.6 * 2 * count),
+    figure = Figure(figsize=(PANEL_INCHES * (1 + len(names)) + 1.5, PANEL_INCHES * 0.6 * 2 * count),
                     layout="constrained")
     axes = figure.subplots(2 * count, 1 + len(names), squeeze=False)
     for index in range(count):

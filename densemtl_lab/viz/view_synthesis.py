@@ -14,11 +14,10 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from densemtl_lab.viz.figures import FigureInputError, image_to_rgb
+from densemtl_lab.viz.figures import PANEL_INCHES, FigureInputError, image_to_rgb
 
 #: The colour map and upper end of the photometric error maps (0.85 (1 - SSIM) / 2 + 0.15 L1 lies in [0, 1]).
 _ERROR_MAP, _ERROR_MAX = "inferno", 0.3
-_PANEL_INCHES = 2.6  # one image panel's width, as in viz.figures
 
 
 def _frame_name(frame: int) -> str:
@@ -29,7 +28,7 @@ def sequence_figure(image: torch.Tensor, sources: torch.Tensor, frame_ids: Seque
                     title: str = "One toy sequence: the frames around a training image") -> Figure:
     """Frames in temporal order: frame 0 (`image` [3, H, W]) between its neighbours (`sources` [S, 3, H, W])."""
     frames = {0: image, **{int(frame): sources[i] for i, frame in enumerate(frame_ids)}}
-    figure = Figure(figsize=(_PANEL_INCHES * len(frames), _PANEL_INCHES * 0.65), layout="constrained")
+    figure = Figure(figsize=(PANEL_INCHES * len(frames), PANEL_INCHES * 0.65), layout="constrained")
     for ax, frame in zip(figure.subplots(1, len(frames), squeeze=False)[0], sorted(frames)):
         ax.imshow(image_to_rgb(frames[frame]))
         ax.set_title(_frame_name(frame), fontsize=9)
@@ -47,7 +46,7 @@ def view_synthesis_figure(image: torch.Tensor, rows: Mapping[str, tuple[torch.Te
     if not rows:
         raise FigureInputError("rows is empty: give {label: (warped, errors)} for at least one geometry")
     columns = 1 + 2 * len(frame_ids)
-    figure = Figure(figsize=(_PANEL_INCHES * columns * 0.8, _PANEL_INCHES * 0.6 * len(rows) + 0.6),
+    figure = Figure(figsize=(PANEL_INCHES * columns * 0.8, PANEL_INCHES * 0.6 * len(rows) + 0.6),
                     layout="constrained")
     axes = figure.subplots(len(rows), columns, squeeze=False)
     shown = None
@@ -96,7 +95,7 @@ def automask_figure(image: torch.Tensor, automask: torch.Tensor, static: torch.T
     masks: dict[str, Any] = {"moving camera": automask}
     if static is not None:
         masks["camera standing still"] = static
-    figure = Figure(figsize=(_PANEL_INCHES * (1 + len(masks)), _PANEL_INCHES * 0.65), layout="constrained")
+    figure = Figure(figsize=(PANEL_INCHES * (1 + len(masks)), PANEL_INCHES * 0.65), layout="constrained")
     axes = figure.subplots(1, 1 + len(masks), squeeze=False)[0]
     axes[0].imshow(image_to_rgb(image))
     axes[0].set_title("frame 0", fontsize=9)
