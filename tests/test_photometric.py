@@ -7,9 +7,7 @@ import pytest
 import torch
 
 from densemtl_lab.data.toy import ToyConfig, shade_target
-from densemtl_lab.data.toy_render import render_scene
-from densemtl_lab.data.toy_scene import SCENE_STYLES, sample_scene
-from densemtl_lab.data.toy_sequence import NEIGHBOURS, move_camera, relative_pose, sample_motion
+from densemtl_lab.data.toy_sequence import NEIGHBOURS, sequence_views
 from densemtl_lab.tasks.depth import (
     DISPARITY_MAX_DEPTH_M, DISPARITY_MIN_DEPTH_M, code_from_disparity, depth_to_disparity, disparity_from_code,
     disparity_to_depth,
@@ -33,23 +31,15 @@ def noise_free_sequence(index: int, severity: float = 0.5) -> dict[str, torch.Te
     """Frames -1, 0, +1 of toy target sample `index` without sensor noise, as floats in [0, 1] (unquantised),
     with frame 0's depth, K, the true poses T_{f<-0}, and each frame's instance ids and depth."""
     config = ToyConfig(8, SIZE, "target", severity, seed=0)
-    rng = config.rng(index)
-    scene = sample_scene(rng, SIZE, SCENE_STYLES["target"])
-    look = rng.bit_generator.state
-    motion = sample_motion(config.rng(index, 1))
-    frames, depths, instances = [], [], []
-    for frame in (-1, 0, 1):
-        moved = move_camera(scene, motion.position(frame)) if frame else scene
-        render = render_scene(moved)
-        replay = np.random.default_rng()
-        replay.bit_generator.state = look
-        frames.append(np.clip(shade_target(moved, render, replay, severity, _NoSensorNoise()), 0, 1))
-        depths.append(np.where(np.isfinite(render.depth), render.depth, 0.0))
-        instances.append(render.instance)
-    poses = [relative_pose(scene.camera, motion.position(frame)) for frame in NEIGHBOURS]
+    views = list(sequence_views(config, index, (-1, 0, 1)))
+    frames = [np.clip(shade_target(view.scene, view.render, view.look, severity, _NoSensorNoise()), 0, 1)
+              for view in views]
+    depths = [np.where(np.isfinite(view.render.depth), view.render.depth, 0.0) for view in views]
+    instances = [view.render.instance for view in views]
+    poses = [view.pose for view in views if view.frame in NEIGHBOURS]
     as_tensor = lambda array: torch.from_numpy(np.asarray(array, dtype=np.float32))  # noqa: E731
     return {"frames": as_tensor(frames), "depths": as_tensor(depths), "instances": torch.from_numpy(np.stack(instances)),
-            "K": as_tensor(scene.camera.intrinsics()), "poses": as_tensor(poses)}
+            "K": as_tensor(views[1].scene.camera.intrinsics()), "poses": as_tensor(poses)}
 
 
 def comparable_pixels(sequence: dict[str, torch.Tensor], neighbour: int, depth: torch.Tensor) -> torch.Tensor:

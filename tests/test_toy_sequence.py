@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from densemtl_lab.data.toy import ToyConfig, render_toy_arrays
-from densemtl_lab.data.toy_render import render_scene
 from densemtl_lab.data.toy_scene import SCENE_STYLES, sample_scene
 from densemtl_lab.data.toy_sequence import (
-    NEIGHBOURS, ToySequences, move_camera, render_toy_sequence_arrays, sample_motion,
+    NEIGHBOURS, ToySequences, move_camera, render_toy_sequence_arrays, sequence_views,
 )
 
 SIZE = (64, 128)
@@ -48,11 +47,9 @@ def geometry(config: ToyConfig, index: int, neighbour: int) -> tuple[np.ndarray,
 
     Flat: the ground and the boxes, whose Lambertian shading is constant per face (the curved poles and
     crowns shade smoothly, so a nearest-pixel sample there is off by the shading's slope)."""
-    scene = sample_scene(config.rng(index), config.size, SCENE_STYLES[config.domain])
-    motion = sample_motion(config.rng(index, 1))
-    render = render_scene(scene)
-    flat = render.primitive < 3 + len(scene.boxes)  # ids: sky, road, terrain, then the boxes, then curved
-    return render_scene(move_camera(scene, motion.position(neighbour))).depth, render.instance, flat
+    here, there = sequence_views(config, index, (0, neighbour))
+    flat = here.render.primitive < 3 + len(here.scene.boxes)  # ids: sky, road, terrain, the boxes, then curved
+    return there.render.depth, here.render.instance, flat
 
 
 def test_frame_0_is_the_toy_scene_of_the_same_index_byte_for_byte():

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
 from densemtl_lab.data.toy import ToyConfig, ToyScenes, arrays_to_sample, render_image, render_toy_arrays
-from densemtl_lab.data.toy_render import render_scene
+from densemtl_lab.data.toy_render import Render, render_scene
 from densemtl_lab.data.toy_scene import SCENE_STYLES, Camera, Scene, sample_scene
 
 #: The neighbours of frame 0 that a sample holds, in order.
@@ -78,25 +79,41 @@ def relative_pose(camera: Camera, position: tuple[float, float, float]) -> np.nd
     return pose.astype(np.float32)
 
 
+@dataclass(frozen=True)
+class SequenceView:
+    """Frame `frame` of a toy sequence before shading: what the camera sees there and how it got there."""
+
+    frame: int
+    scene: Scene  # the scene as the camera at this frame sees it
+    render: Render  # its ray-cast geometry (depth, normals, instance ids, ...)
+    look: np.random.Generator  # frame 0's appearance draws, replayed: shade with it for the same paint
+    pose: np.ndarray  # T_{f<-0} [4, 4] float32 (the identity for frame 0)
+
+
+def sequence_views(config: ToyConfig, index: int, frames: tuple[int, ...] = NEIGHBOURS) -> Iterator[SequenceView]:
+    """The views of sample `index` at `frames` (0 included or not), each ready to shade."""
+    rng = config.rng(index)
+    scene = sample_scene(rng, config.size, SCENE_STYLES[config.domain])
+    look = rng.bit_generator.state  # the appearance draws that frame 0 made
+    motion = sample_motion(config.rng(index, _MOTION_STREAM))
+    for frame in frames:
+        position = motion.position(frame)
+        moved = move_camera(scene, position) if frame else scene
+        replay = np.random.default_rng()
+        replay.bit_generator.state = look
+        yield SequenceView(frame, moved, render_scene(moved), replay, relative_pose(scene.camera, position))
+
+
 def render_toy_sequence_arrays(config: ToyConfig, index: int) -> dict[str, np.ndarray]:
     """Sample `index`: `render_toy_arrays(config, index)` (frame 0 and its labels) plus `frames` uint8
     [2, 3, H, W] (frames -1 and +1), `poses` float32 [2, 4, 4] (T_{f<-0} of each) and `motion` float32
     [2] (forward, lateral metres per frame)."""
-    arrays = render_toy_arrays(config, index)
-    rng = config.rng(index)
-    scene = sample_scene(rng, config.size, SCENE_STYLES[config.domain])
-    look = rng.bit_generator.state  # the appearance draws that frame 0 made, replayed for its neighbours
+    views = list(sequence_views(config, index))
+    frames = [render_image(config, view.scene, view.render, view.look, config.rng(index, _NOISE_STREAM[view.frame]))
+              for view in views]
     motion = sample_motion(config.rng(index, _MOTION_STREAM))
-    frames, poses = [], []
-    for frame in NEIGHBOURS:
-        position = motion.position(frame)
-        moved = move_camera(scene, position)
-        replay = np.random.default_rng()
-        replay.bit_generator.state = look
-        frames.append(render_image(config, moved, render_scene(moved), replay,
-                                   config.rng(index, _NOISE_STREAM[frame])))
-        poses.append(relative_pose(scene.camera, position))
-    return {**arrays, "frames": np.stack(frames), "poses": np.stack(poses),
+    return {**render_toy_arrays(config, index), "frames": np.stack(frames),
+            "poses": np.stack([view.pose for view in views]),
             "motion": np.array([motion.forward_m, motion.lateral_m], dtype=np.float32)}
 
 
