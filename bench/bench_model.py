@@ -20,12 +20,8 @@ import argparse
 import json
 import os
 import platform
-import resource
 import signal
-import statistics
-import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass
 
 import torch
@@ -33,9 +29,9 @@ import torch
 from densemtl_lab.models import PAPER_WIDTHS, build_model
 from densemtl_lab.runtime import select_device, tune_cpu_allocator
 from densemtl_lab.tasks import parse_tasks
+from stepbench import MIB, run_worker, surrogate_loss, time_steps
 
 MODELS = ("stl", "mtl", "padnet", "3ways", "densemtl", "densemtl-inspect")
-MIB = 2**20
 
 
 @dataclass(frozen=True)
@@ -74,28 +70,6 @@ class Job:
 
 # --- worker side ---------------------------------------------------------------------------------
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _surrogate_loss(outputs: dict) -> torch.Tensor:
-    return sum(out.float().square().mean() for scales in outputs.values() for out in scales.values())
-
-
 def _measure(job: Job) -> dict:
     device = torch.device(job.device)
     if device.type == "cpu":
@@ -117,58 +91,25 @@ def _measure(job: Job) -> dict:
     def step() -> None:
         if job.mode == "train":
             optimizer.zero_grad(set_to_none=True)
-            _surrogate_loss(forward()).backward()
+            surrogate_loss(out for scales in forward().values() for out in scales.values()).backward()
             optimizer.step()
         else:
             with torch.inference_mode():
                 forward()
 
     model.train(job.mode == "train")
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        start_bytes = torch.cuda.memory_allocated()
-    else:
-        peak_reset = _reset_peak_rss()
-        start_kib = _status_kib("VmRSS") if peak_reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times = []
-    for index in range(job.warmup + job.steps):
-        started = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if index >= job.warmup:
-            times.append(time.perf_counter() - started)
-    if device.type == "cuda":
-        peak_mib = (torch.cuda.max_memory_allocated() - start_bytes) / MIB
-        memory = "cuda max_memory_allocated growth"
-    else:
-        end_kib = _status_kib("VmHWM") if peak_reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        peak_mib = (end_kib - start_kib) / 1024
-        memory = "peak RSS growth" + ("" if peak_reset else " (ru_maxrss; includes start-up)")
-    seconds = statistics.median(times)
+    timing = time_steps(step, device, job.warmup, job.steps)
     return {
         "params": sum(p.numel() for p in model.parameters()),
         "tasks": "".join(t[0].upper() for t in tasks),
-        "step_s": round(seconds, 4),
-        "images_per_s": round(config.batch / seconds, 3),
-        "peak_mem_mib": round(peak_mib, 1),
-        "memory_measure": memory,
+        "step_s": timing.step_s,
+        "images_per_s": round(config.batch / timing.step_s, 3),
+        "peak_mem_mib": timing.peak_mem_mib,
+        "memory_measure": timing.memory_measure,
     }
 
 
 # --- driver side ---------------------------------------------------------------------------------
-
-def _run_job(job: Job, timeout: float) -> dict:
-    command = [sys.executable, __file__, "--worker", json.dumps(asdict(job))]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"rc={done.returncode}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
 
 def _attention_gap(config: BenchConfig, height: int, width: int, results: dict) -> dict:
     tasks = len(parse_tasks(config.tasks))
@@ -244,7 +185,7 @@ def _run_configs(names: list[str], models: list[str], args: argparse.Namespace, 
             for model in models:
                 for mode in ("train", "eval"):
                     job = Job(name, model, height, width, mode, str(device), warmup, steps, args.threads)
-                    results.setdefault(model, {})[mode] = _run_job(job, args.job_timeout)
+                    results.setdefault(model, {})[mode] = run_worker(__file__, asdict(job), args.job_timeout)
                     print(f"{name} {size} {model} {mode}: {results[model][mode]}", file=sys.stderr, flush=True)
                 entry["attention_memory"][size] = _attention_gap(config, height, width, results)
 
