@@ -220,8 +220,8 @@ def _measure(job: Job) -> dict:
     torch.manual_seed(0)
     setup = _official_setup(job, device) if job.variant.startswith("official") else _our_setup(job, device)
     setup.model.train(job.mode == "train")
-    flops = _flops(setup, job.mode) if job.count_flops else None
     timing = time_steps(_step_function(setup, job.mode, device), device, job.warmup, job.steps)
+    flops = _flops(setup, job.mode) if job.count_flops else None  # after: the memory figures are the steps' own
     return {"params": sum(param.numel() for param in setup.model.parameters()), "settings": setup.settings,
             "step_s": timing.step_s, "images_per_s": round(BATCH / timing.step_s, 3),
             "peak_mem_mib": timing.peak_mem_mib, "peak_total_mib": timing.peak_total_mib,
