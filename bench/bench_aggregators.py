@@ -26,18 +26,13 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import time
 
 import torch
-from torch.utils.data import default_collate
 
 from densemtl_lab.aggregation import AGGREGATORS, EXTRA_INSTALL, missing_solvers
 from densemtl_lab.config import AGGREGATOR_NAMES, ExperimentConfig, get_profile, override
 from densemtl_lab.data.build import build_dataset
-from densemtl_lab.train import Trainer
-
-from bench_train import Samples  # bench/ is on the path when a bench script runs
+from densemtl_lab.step_cost import step_cost
 
 
 def bench_config(args: argparse.Namespace, aggregator: str, conflict_every: int | None = None) -> ExperimentConfig:
@@ -46,22 +41,13 @@ def bench_config(args: argparse.Namespace, aggregator: str, conflict_every: int 
                     f"train.aggregator={aggregator}", f"train.conflict_every={conflict_every or 'null'}")
 
 
-def measure(args: argparse.Namespace, aggregator: str, batches: list[dict], samples: list[dict],
-            conflict_every: int | None = None) -> dict:
+def measure(args: argparse.Namespace, aggregator: str, samples: list[dict], conflict_every: int | None = None) -> dict:
     """Median (wall, CPU) seconds per step of one aggregator over the timed steps."""
-    config = bench_config(args, aggregator, conflict_every)
-    trainer = Trainer(config, train_set=Samples(samples), val_set=Samples(samples[:config.train.batch_size]))
-    walls, cpus = [], []
-    for index, batch in enumerate(batches):
-        wall, cpu = time.perf_counter(), time.process_time()
-        trainer.train_step(batch)
-        if index >= args.warmup:
-            walls.append(time.perf_counter() - wall)
-            cpus.append(time.process_time() - cpu)
-    row = {"s_per_step": round(statistics.median(walls), 4), "cpu_s_per_step": round(statistics.median(cpus), 4),
-           "steps": [round(value, 4) for value in walls]}
-    if trainer.aggregation is not None and trainer.aggregation.last_weights is not None:
-        row["last_weights"] = dict(zip(trainer.tasks, (round(w, 4) for w in trainer.aggregation.last_weights.tolist())))
+    cost = step_cost(bench_config(args, aggregator, conflict_every), samples, warmup=args.warmup, steps=args.steps)
+    row = {"s_per_step": round(cost.wall_s, 4), "cpu_s_per_step": round(cost.cpu_s, 4),
+           "steps": [round(value, 4) for value in cost.step_walls]}
+    if cost.last_weights is not None:
+        row["last_weights"] = {task: round(weight, 4) for task, weight in cost.last_weights.items()}
     return row
 
 
@@ -89,7 +75,6 @@ def main() -> None:
     batch_size, count = config.train.batch_size, args.warmup + args.steps
     dataset = build_dataset(config.data, "train", tasks=config.model.task_names)
     samples = [dataset[index] for index in range(batch_size * count)]
-    batches = [default_collate(samples[i:i + batch_size]) for i in range(0, len(samples), batch_size)]
     report = {"device": "cpu", "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
               "torch": torch.__version__, "python": platform.python_version(),
               "profile": args.profile, "model": args.model, "tasks": config.model.tasks,
@@ -101,9 +86,9 @@ def main() -> None:
         if missing:
             report["aggregators"][name] = {"skipped": f"needs {', '.join(missing)}: {EXTRA_INSTALL}"}
             continue
-        report["aggregators"][name] = measure(args, name, batches, samples)
+        report["aggregators"][name] = measure(args, name, samples)
     if args.conflicts:
-        report["aggregators"]["none, conflicts measured every step"] = measure(args, "none", batches, samples, 1)
+        report["aggregators"]["none, conflicts measured every step"] = measure(args, "none", samples, 1)
     reference = report["aggregators"].get("none", {}).get("s_per_step")
     if reference:
         for row in report["aggregators"].values():

@@ -35,27 +35,15 @@ import threading
 import time
 
 import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import default_collate
 
 from densemtl_lab.config import ExperimentConfig, get_profile, override
 from densemtl_lab.data.build import build_dataset
 from densemtl_lab.losses import MultiTaskLoss
 from densemtl_lab.models import build_model
 from densemtl_lab.runtime import tune_cpu_allocator
+from densemtl_lab.step_cost import HeldSamples
 from densemtl_lab.train import Trainer, build_optimizer, seed_everything
-
-
-class Samples(Dataset):
-    """Pre-rendered samples held in memory."""
-
-    def __init__(self, samples: list[dict]) -> None:
-        self.samples = samples
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> dict:
-        return self.samples[index]
 
 
 def bench_config(args: argparse.Namespace, *extra: str) -> ExperimentConfig:
@@ -136,7 +124,7 @@ def measure_overhead(args: argparse.Namespace) -> dict:
     samples = render_samples(config, batch_size * block)
     batches = [default_collate(samples[i:i + batch_size]) for i in range(0, len(samples), batch_size)]
     bare = BareLoop(config)
-    trainer = Trainer(config, train_set=Samples(samples), val_set=Samples(samples[:batch_size]))
+    trainer = Trainer(config, train_set=HeldSamples(samples), val_set=HeldSamples(samples[:batch_size]))
     trainer._record_evaluation = lambda: None  # the loop alone: no evaluation in the timed blocks
 
     def trainer_block(steps: int) -> tuple[float, float]:

@@ -54,7 +54,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from densemtl_lab.atomic import write_text_atomic
 from densemtl_lab.config import get_profile
 from densemtl_lab.evaluation import autocast_dtype, channels_last_on
-from densemtl_lab.models import PAPER_WIDTHS, build_model
+from densemtl_lab.models import build_model
 from densemtl_lab.runtime import select_device, tune_cpu_allocator
 from densemtl_lab.train import build_optimizer
 from stepbench import run_worker, surrogate_loss, time_steps

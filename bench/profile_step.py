@@ -35,8 +35,9 @@ from torch import nn
 from torch.autograd.profiler import record_function
 from torch.utils.data import default_collate
 
-from bench_train import Samples, render_samples
-from densemtl_lab.config import override, get_profile
+from bench_train import render_samples
+from densemtl_lab.config import get_profile, override
+from densemtl_lab.step_cost import HeldSamples
 from densemtl_lab.train import Trainer
 
 #: The parts a step is split into, by the name prefix of the modules (or ranges) that make them up.
@@ -156,7 +157,7 @@ def main() -> None:
     batch_size = config.train.batch_size
     samples = render_samples(config, batch_size * (args.warmup + 2 * args.steps))
     batches = [default_collate(samples[index:index + batch_size]) for index in range(0, len(samples), batch_size)]
-    trainer = Trainer(config, train_set=Samples(samples), val_set=Samples(samples[:batch_size]))
+    trainer = Trainer(config, train_set=HeldSamples(samples), val_set=HeldSamples(samples[:batch_size]))
     trainer.model.train()
     for batch in batches[:args.warmup]:
         trainer.train_step(batch)

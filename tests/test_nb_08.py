@@ -25,6 +25,12 @@ def test_notebook_08_measures_the_conflicts_and_draws_what_aggregators_do(execut
     rows = metrics["results_table"]
     assert [row["model"] for row in rows] == ["DenseMTL (weighted sum)", "DenseMTL + upgrad"]
     assert all(row["delta_m"] is None or math.isfinite(row["delta_m"]) for row in rows)
+    costs = metrics["step_costs"]  # measured on this machine: the weighted sum is the unit
+    assert list(costs) == ["none", "mgda", "pcgrad", "upgrad"]
+    assert costs["none"]["relative"] == 1.0
+    for cost in costs.values():
+        assert cost["wall_s"] > 0 and cost["cpu_s"] > 0
+        assert math.isclose(cost["relative"], cost["wall_s"] / costs["none"]["wall_s"])
     figures = {path.name for path in (notebook_outputs / "08_gradient_conflicts" / "figures").iterdir()}
     assert {"toy_directions.png", "cosines_over_training.png", "pair_directions.png", "all_directions.png",
-            "comparison.png", "cosines_with_aggregator.png"} <= figures
+            "comparison.png", "cosines_with_aggregator.png", "step_costs.png"} <= figures

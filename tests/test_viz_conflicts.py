@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from densemtl_lab.step_cost import StepCost
 from densemtl_lab.viz.conflicts import (
     aggregated_directions, alignment_table, cosine_history_figure, directions_figure, span_coordinates,
+    step_cost_figure,
 )
 from densemtl_lab.viz.figures import FigureInputError
 
@@ -72,3 +74,16 @@ def test_the_cosine_history_shows_each_pair_and_the_mean_matrix():
     assert np.allclose(matrix.images[0].get_array(), [[1, 0.4, -0.3], [0.4, 1, 0.2], [-0.3, 0.2, 1]])
     with pytest.raises(FigureInputError, match="train.conflict_every"):
         cosine_history_figure(rows[:1], title="none")
+
+
+def test_the_step_cost_figure_labels_each_bar_with_its_multiple_of_the_weighted_sum():
+    costs = {"none": StepCost(0.4, 0.3, (0.38, 0.4, 0.42), None),
+             "upgrad": StepCost(1.0, 0.9, (1.0, 1.1, 0.9), {"semseg": 1.0})}
+    figure = step_cost_figure(costs, title="DenseMTL SDN")
+    axes = figure.axes[0]
+    assert [patch.get_height() for patch in axes.patches] == [0.4, 1.0]
+    assert [text.get_text() for text in axes.texts] == ["x1.00", "x2.50"]
+    assert [label.get_text() for label in axes.get_xticklabels()] == ["weighted sum", "upgrad"]
+    assert axes.get_title() == "DenseMTL SDN" and axes.get_ylabel()
+    with pytest.raises(FigureInputError, match="time it too"):
+        step_cost_figure({"upgrad": costs["upgrad"]}, title="no reference")

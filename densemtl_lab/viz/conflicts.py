@@ -141,3 +141,23 @@ def cosine_history_figure(steps: Sequence[Mapping[str, Any]], *, title: str, smo
     figure.colorbar(shown, ax=matrix_axes, shrink=0.8)
     figure.suptitle(title)
     return figure
+
+
+def step_cost_figure(costs: Mapping[str, Any], *, title: str, reference: str = "none") -> Figure:
+    """Median seconds per training step of each setting (`densemtl_lab.step_cost.aggregator_costs`), as bars
+    labelled with their multiple of `reference`'s (the weighted sum's backward); each timed step as a dot."""
+    if reference not in costs:
+        raise FigureInputError(f"no {reference!r} among the costs ({', '.join(costs)}); time it too")
+    names = list(costs)
+    figure = Figure(figsize=(1.4 * len(names) + 2.5, 3.4), layout="constrained")
+    axes = figure.subplots()
+    bars = axes.bar(range(len(names)), [costs[name].wall_s for name in names], color="tab:blue", alpha=0.7)
+    for index, name in enumerate(names):
+        walls = costs[name].step_walls
+        axes.plot([index] * len(walls), walls, "o", color="black", markersize=3)
+    labels = [f"x{costs[name].wall_s / costs[reference].wall_s:.2f}" for name in names]
+    axes.bar_label(bars, labels, padding=3)
+    axes.set_xticks(range(len(names)), ["weighted sum" if name == reference else name for name in names])
+    axes.set(ylabel="seconds per training step (median)", title=title)
+    axes.margins(y=0.15)
+    return figure
