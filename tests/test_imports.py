@@ -121,7 +121,7 @@ LAYERS = {
     3: ("models", "data"),
     4: ("losses", "weighting", "metrics", "photometric"),
     5: ("train", "evaluation", "distributed", "checkpoint", "aggregation", "conflicts", "discriminator"),
-    6: ("uda", "diagnostics", "viz"),
+    6: ("uda", "diagnostics", "step_cost", "viz"),
     7: ("cli", "notebook", "run", "report", "study", "__main__"),
 }
 
