@@ -9,9 +9,9 @@ ranges of their own; what is left (zero_grad, the loss check, backward ops of no
 The report also lists the ops with the most self time, and the share of the step spent outside
 convolutions (forward or backward): copies, casts, memory-format changes, element-wise work.
 
-    python bench/profile_step.py                                  # the quick profile's DenseMTL SDN (the lesson model)
-    python bench/profile_step.py --profile paper-synthia -p data.dataset=toy -p data.size=[128,256] -p model.weights=null
-    python bench/profile_step.py -p train.amp=bf16 -p train.channels_last=true
+    python bench/bench_profile.py                                  # the quick profile's DenseMTL SDN (the lesson model)
+    python bench/bench_profile.py --profile paper-synthia -p data.dataset=toy -p data.size=[128,256] -p model.weights=null
+    python bench/bench_profile.py -p train.amp=bf16 -p train.channels_last=true
 
 Timed steps (median, without the profiler) come first; the profiled steps are slower by the
 profiler's own cost, so the table gives shares, and seconds scaled to the timed median.
@@ -185,7 +185,7 @@ def main() -> None:
     table["other"]["share"] = round(table["other"]["share"] + 1 - accounted, 4)
     table["other"]["seconds_per_step"] = round(step_s * table["other"]["share"], 4)
     report = {
-        "bench": "profile_step", "profile": args.profile, "overrides": args.overrides,
+        "bench": "profile", "profile": args.profile, "overrides": args.overrides,
         "model": config.model.name, "tasks": config.model.tasks, "backbone": config.model.backbone,
         "size": list(config.data.size), "batch_size": batch_size, "amp": config.train.amp,
         "channels_last": config.train.channels_last, "threads": torch.get_num_threads(),
