@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps, then as many profiled ones")
     parser.add_argument("--top", type=int, default=15, help="ops listed")
     args = parser.parse_args()
-    config = override(get_profile(args.profile), "train.device=cpu", "train.quiet=true",
+    config = override(get_profile(args.profile), "train.device=cpu", "train.quiet=true", "data.num_workers=0",
                       "train.eval_every=1000000", "train.checkpoint_every=1000000", *args.overrides)
     batch_size = config.train.batch_size
     samples = render_samples(config, batch_size * (args.warmup + 2 * args.steps))
