@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from densemtl_lab import distributed
 from densemtl_lab.metrics import MultiTaskMetrics
+from densemtl_lab.runtime import tune_cpu_allocator
 
 Batch = dict[str, Any]
 
@@ -64,6 +65,8 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 4, device:
     `median_scaling=True` scales each depth prediction to its label's median first (self-supervised depth).
     """
     device = torch.device(device)
+    if device.type == "cpu":
+        tune_cpu_allocator()  # each batch allocates the same large buffers: keep them mapped (as the Trainer does)
     tasks = tuple(model.tasks)
     dtype = autocast_dtype(amp, device)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=distributed.ShardSampler(len(dataset), context),

@@ -35,7 +35,7 @@ from densemtl_lab.config import ConfigError, ExperimentConfig, get_profile
 from densemtl_lab.data.build import build_dataset
 from densemtl_lab.metrics import load_baselines, save_baseline
 from densemtl_lab.run_folder import default_run_dir, run_is_complete
-from densemtl_lab.runtime import select_device
+from densemtl_lab.runtime import select_device, tune_cpu_allocator
 from densemtl_lab.tasks import TASKS, parse_tasks, task_letters
 from densemtl_lab.train import History, Trainer, load_trained_model
 
@@ -238,6 +238,8 @@ def start(notebook: str, *, profile: str, device: str = "auto", seed: int | str 
     except ValueError as error:
         raise NotebookError(f"DEVICE: {error}") from None
     torch.manual_seed(seed)
+    if chosen.type == "cpu":
+        tune_cpu_allocator()  # the lessons' models allocate the same large buffers every step: keep them mapped
     show_figures_inline()
     folder = Path(output_dir or ENVIRONMENT_DEFAULTS["DENSEMTL_OUTPUT_DIR"]).expanduser()
     return Lab(notebook, config, chosen, seed, folder.resolve())

@@ -37,6 +37,13 @@ def test_evaluate_reads_at_most_max_batches(trainer):
     assert limited == evaluate(trainer.model, first, batch_size=1)
 
 
+def test_evaluate_on_the_cpu_keeps_large_buffers_mapped_as_the_trainer_does(trainer, monkeypatch):
+    calls = []
+    monkeypatch.setattr("densemtl_lab.evaluation.tune_cpu_allocator", lambda: calls.append("tuned") or True)
+    evaluate(trainer.model, trainer.val_set, batch_size=1, max_batches=1, device="cpu")
+    assert calls == ["tuned"]
+
+
 def test_the_flat_view_and_the_nested_shape_are_inverse():
     metrics = {"semseg": {"mIoU": 50.0, "pixel_acc": 90.0}, "depth": {"rmse": 4.0}, "delta_m": -1.5}
     flat = flatten_metrics(metrics)
