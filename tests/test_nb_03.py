@@ -13,7 +13,7 @@ TASKS = {"semseg", "depth", "normals"}
 
 
 def test_notebook_03_compares_weightings_with_delta_m(execute_notebook) -> None:
-    metrics, _ = execute_notebook("03_multitask_baseline")
+    metrics, executed = execute_notebook("03_multitask_baseline")
     assert metrics["profile"] == "smoke"
     assert set(metrics["mtl"]) == WEIGHTINGS == set(metrics["delta_m"]) == set(metrics["final_weights"])
     for results in metrics["mtl"].values():
@@ -28,3 +28,13 @@ def test_notebook_03_compares_weightings_with_delta_m(execute_notebook) -> None:
     sizes = metrics["parameters_m"]
     assert 0 < sizes["mtl"] < sizes["stl_total"]
     assert set(metrics["baselines"]) == TASKS
+    # the shipped study's section prints its findings from the file: uncertainty and DWA against fixed weights
+    from densemtl_lab.study import load_shipped
+    from densemtl_lab.viz.studies import study_findings
+
+    (findings,) = [cell for cell in executed.cells if cell.get("id") == "cell-weighting-study-2"]
+    printed = "".join(output.get("text", "") for output in findings.outputs)
+    expected = study_findings(load_shipped("weighting", "course"),
+                              metrics=("delta_m", "semseg/mIoU", "depth/rmse", "normals/mean_angle"))
+    assert printed.strip() == expected.strip()
+    assert "uncertainty - fixed" in printed and "dwa - fixed" in printed
