@@ -52,7 +52,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from densemtl_lab.atomic import write_text_atomic
-from densemtl_lab.config import get_profile
+from densemtl_lab.config import get_profile, override
 from densemtl_lab.evaluation import autocast_dtype, channels_last_on
 from densemtl_lab.models import build_model
 from densemtl_lab.runtime import select_device, tune_cpu_allocator
@@ -153,7 +153,7 @@ class _Setup:
 
 def _official_setup(job: Job, device: torch.device) -> _Setup:
     model = build_official(Path(job.reference)).to(device)
-    backbone = [param for param in model.backbone.parameters()]
+    backbone = list(model.backbone.parameters())
     chosen = {id(param) for param in backbone}
     rest = [param for param in model.parameters() if id(param) not in chosen]
     optimizer = torch.optim.Adam([{"params": backbone, "lr": 2e-4}, {"params": rest, "lr": 3e-4}], betas=(0.9, 0.98))
@@ -165,11 +165,12 @@ def _official_setup(job: Job, device: torch.device) -> _Setup:
 
 
 def _our_setup(job: Job, device: torch.device) -> _Setup:
-    config = get_profile(OUR_PROFILE, amp="bf16" if job.variant == "ours-bf16" else get_profile(OUR_PROFILE).train.amp)
+    config = override(get_profile(OUR_PROFILE), "model.weights=null",  # random weights: nothing to download
+                      *(["train.amp=bf16"] if job.variant == "ours-bf16" else []))
     tuned = tune_cpu_allocator() if device.type == "cpu" else False
     channels_last = channels_last_on(device, config.train.channels_last)
-    model = build_model("densemtl", config.model.tasks, config.model.backbone, config.data.classes,
-                        decoder_widths=config.model.decoder_widths)
+    model = build_model(config.model.name, config.model.task_names, num_classes=config.data.classes,
+                        **config.model.build_options())
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     optimizer = build_optimizer(config.optim, model.parameter_groups())
     image = torch.rand(BATCH, 3, job.height, job.width, device=device)
