@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,30 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 @pytest.fixture(scope="session")
 def notebook_outputs(tmp_path_factory) -> Path:
-    """One OUTPUT_DIR for the whole session, so later notebooks reuse earlier checkpoints."""
+    """One OUTPUT_DIR for the whole session, so later notebooks reuse earlier checkpoints.
+
+    It holds about 3.6 GB of checkpoints by the end of the lessons, and nbval's run of the notebooks
+    (the next part of the session) fills as much again: `pytest_runtest_teardown` deletes it after the
+    last test that uses it, so the two never lie on the disk together.
+    """
     return tmp_path_factory.mktemp("notebook-outputs")
+
+
+_LAST_USERS = pytest.StashKey[set]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Remember the last test of the run (after selection) that reads the lessons' shared folder."""
+    users = [item.nodeid for item in session.items if "notebook_outputs" in getattr(item, "fixturenames", ())]
+    session.config.stash[_LAST_USERS] = set(users[-1:])
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """After the last user of `notebook_outputs`, delete the folder's contents (checkpoints, figures)."""
+    if item.nodeid in item.config.stash.get(_LAST_USERS, set()) and "notebook_outputs" in item.funcargs:
+        folder = Path(item.funcargs["notebook_outputs"])
+        for child in folder.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
 @pytest.fixture(scope="session")
