@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,15 @@ def notebook_outputs(tmp_path_factory) -> Path:
     last test that uses it, so the two never lie on the disk together.
     """
     return tmp_path_factory.mktemp("notebook-outputs")
+
+
+@pytest.fixture(scope="module")
+def module_folder(tmp_path_factory, request) -> Iterator[Path]:
+    """A scratch folder shared by one test module's tests, deleted when they are done: its runs hold
+    checkpoints of 50-160 MB, which a `tmp_path_factory` folder would keep until the session ends."""
+    folder = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 _LAST_USERS = pytest.StashKey[set]()

@@ -64,9 +64,11 @@ def notebook_copy(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def kernel_outputs(tmp_path_factory) -> Path:
+def kernel_outputs(module_folder) -> Path:
     """The kernels' OUTPUT_DIR: checkpoints and each notebook's metrics.json."""
-    return tmp_path_factory.mktemp("outputs")
+    folder = module_folder / "outputs"
+    folder.mkdir()
+    return folder
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,9 @@ SMOKE_ARGS = ["--profile", "smoke", "--quiet", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(module_folder):
     """A one-step smoke run made through the command line."""
-    run_dir = tmp_path_factory.mktemp("cli") / "run"
+    run_dir = module_folder / "run"
     assert main(["train", "--run-dir", str(run_dir), *SMOKE_ARGS, "--steps", "1", "--tasks", "SDNE"]) == 0
     return run_dir
 

@@ -82,9 +82,9 @@ def test_delta_m_is_per_seed_against_that_seeds_baseline_and_differences_are_pai
 
 
 @pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory):
+def tiny_study(module_folder):
     """The tiny study on the smoke profile, 2 seeds, run in two shards: 6 runs of 4 steps."""
-    out = tmp_path_factory.mktemp("study") / "tiny"
+    out = module_folder / "tiny"
     first = run_study(TINY, "smoke", out, [0, 1], shard=(1, 2), device="cpu", progress=False)
     second = run_study(TINY, "smoke", out, [0, 1], shard=(2, 2), device="cpu", progress=False)
     return out, first, second
@@ -210,8 +210,8 @@ TINY_DENSE = StudySpec("tiny-dense", "STL and DenseMTL on S and D", "SD",
 
 
 @pytest.fixture(scope="module")
-def dense_study(tmp_path_factory):
-    out = tmp_path_factory.mktemp("study") / "tiny-dense"
+def dense_study(module_folder):
+    out = module_folder / "tiny-dense"
     run_study(TINY_DENSE, "smoke", out, [0], device="cpu", progress=False)
     return out, json.loads((out / "summary.json").read_text())
 

@@ -29,9 +29,9 @@ SMOKE = get_profile("smoke", quiet=True, device="cpu")
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
+def smoke_run(module_folder):
     """One smoke training (4 steps, evaluation and checkpoint at step 2 and 4) shared by several tests."""
-    run_dir = tmp_path_factory.mktemp("smoke") / "run"
+    run_dir = module_folder / "run"
     config = get_profile("smoke", quiet=True, device="cpu", eval_every=2, checkpoint_every=2, keep_last=2)
     return config, run_dir, train(config, run_dir)
 
