@@ -6,8 +6,10 @@ import math
 
 import pytest
 import torch
+from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from densemtl_lab.models.decoder import (
+    AtrousConv2d,
     DecoderConfig,
     ConvBlock,
     TaskDecoder,
@@ -119,3 +121,34 @@ def test_heads_are_raw_linear_outputs() -> None:
         decoder.heads["0"].weight.zero_()
         decoder.heads["0"].bias.fill_(-math.pi)
     assert torch.all(decoder(_features())[0] == -math.pi)
+
+
+@pytest.mark.parametrize("rate", [1, 6, 12, 18])
+@pytest.mark.parametrize("size", [(4, 8), (8, 16), (8, 24), (20, 7), (32, 64)])
+def test_atrous_conv_skipping_padding_taps_gives_the_full_convs_outputs_and_gradients(rate, size) -> None:
+    # Sizes where the rate kills rows only (8x24 at 12), columns only (20x7 at 12), both, or neither.
+    torch.manual_seed(0)
+    full = torch.nn.Conv2d(6, 5, 3, padding=rate, dilation=rate, bias=True).double()
+    atrous = AtrousConv2d(full)
+    x = torch.randn(2, 6, *size, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(2, 5, *size, dtype=torch.float64)
+    expected = torch.autograd.grad(full(x), (x, full.weight, full.bias), upstream)
+    got = torch.autograd.grad(atrous(x), (x, atrous.weight, atrous.bias), upstream)
+    assert torch.allclose(atrous(x), full(x), rtol=0, atol=1e-12)
+    for name, a, b in zip(("input", "weight", "bias"), got, expected):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12), name
+
+
+def test_the_aspp_atrous_convs_keep_their_parameters_and_the_seeded_initialisation() -> None:
+    torch.manual_seed(3)
+    aspp = build_aspp(32, 8, (6, 12, 18), 0.1)
+    after = torch.rand(1)
+    torch.manual_seed(3)
+    reference = ASPP(32, [6, 12, 18], 8)
+    assert torch.equal(after, torch.rand(1))  # building ours drew nothing more from the RNG
+    assert [type(branch[0]) for branch in aspp.convs[1:4]] == [AtrousConv2d] * 3
+    assert aspp.state_dict().keys() == reference.state_dict().keys()
+    for key, value in reference.state_dict().items():
+        assert torch.equal(aspp.state_dict()[key], value), key
+    with pytest.raises(ValueError, match="padding = dilation"):
+        AtrousConv2d(torch.nn.Conv2d(4, 4, 3, padding=1, dilation=2))

@@ -65,11 +65,45 @@ class DecoderConfig:
         return self.widths[4] if self.aspp_channels is None else self.aspp_channels
 
 
+class AtrousConv2d(nn.Conv2d):
+    """A 3x3 atrous conv (padding = dilation, stride 1) that skips the taps which read only zero padding.
+
+    With dilation d, the taps at offset ±d of an output row read rows outside the input whenever
+    d >= the input's height (likewise columns and width): their products are all zero. The ASPP sees
+    the image at 1/16 (8x16 at 128x256, 4x8 at 64x128), so its rates 6-18 often leave only the centre
+    row, column or tap; the conv then runs on those alone. Outputs and gradients are the same sums
+    without their zero terms (the skipped taps' weight gradient is zero either way); the parameter
+    keeps its 3x3 shape. docs/faithfulness.md lists it.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        if not (conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == conv.dilation
+                and conv.groups == 1 and conv.padding_mode == "zeros"):
+            raise ValueError(f"AtrousConv2d takes a 3x3, stride-1 conv with padding = dilation, got {conv}")
+        # Built on the meta device (no initialisation, so the seeded RNG stream is untouched), then
+        # given `conv`'s own parameters.
+        super().__init__(conv.in_channels, conv.out_channels, 3, padding=conv.padding, dilation=conv.dilation,
+                         bias=conv.bias is not None, device="meta")
+        self.load_state_dict(conv.state_dict(), assign=True)
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        height, width = input.shape[-2:]
+        dead_rows, dead_columns = self.dilation[0] >= height, self.dilation[1] >= width
+        if not (dead_rows or dead_columns):
+            return super()._conv_forward(input, weight, bias)
+        rows, columns = slice(1, 2) if dead_rows else slice(None), slice(1, 2) if dead_columns else slice(None)
+        padding = (0 if dead_rows else self.padding[0], 0 if dead_columns else self.padding[1])
+        return F.conv2d(input, weight[:, :, rows, columns], bias, 1, padding, self.dilation)
+
+
 def build_aspp(in_channels: int, out_channels: int, rates: Sequence[int], dropout: float) -> ASPP:
     """DeepLabv3 ASPP (torchvision): 1x1 + three atrous 3x3 + image pooling, each conv+BN+ReLU,
-    concatenated, then 1x1 conv + BN + ReLU + Dropout(`dropout`)."""
+    concatenated, then 1x1 conv + BN + ReLU + Dropout(`dropout`). The atrous convs are
+    `AtrousConv2d`s (the same function, without the taps that read only padding)."""
     aspp = ASPP(in_channels, list(rates), out_channels)
     aspp.project[-1] = nn.Dropout(dropout)
+    for branch in aspp.convs[1:len(rates) + 1]:
+        branch[0] = AtrousConv2d(branch[0])
     return aspp
 
 
