@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from densemtl_lab import distributed
 from densemtl_lab.metrics import MultiTaskMetrics
-from densemtl_lab.runtime import tune_cpu_allocator
+from densemtl_lab.runtime import native_cpu_bf16, tune_cpu_allocator
 
 Batch = dict[str, Any]
 
@@ -26,14 +26,16 @@ Batch = dict[str, Any]
 def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `train.amp` on `device` (None: full precision).
 
-    `auto` is bf16 on CUDA where supported, else fp16, and full precision elsewhere. bf16 on a CPU
-    with native bf16 (AMX) is faster but opt-in (`bf16`): in the 80-step quick profile 2 of 5 seeds
-    ended clearly worse than in float32 (docs/benchmarks.md, "bf16 on the CPU").
+    `auto` is bf16 on CUDA where supported, else fp16; bf16 on a CPU with native bf16 (AMX or
+    AVX512-BF16: `runtime.native_cpu_bf16`); full precision elsewhere (other CPUs, MPS). Why bf16 on
+    such CPUs: docs/benchmarks.md, "bf16 on the CPU".
     """
-    if setting == "off" or (setting == "auto" and device.type != "cuda"):
+    if setting == "off":
         return None
     if setting == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if device.type == "cpu" and native_cpu_bf16() else None
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[setting]
 
 

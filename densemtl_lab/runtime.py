@@ -1,4 +1,4 @@
-"""Process-level tuning for training and benchmarks: device choice and the CPU allocator.
+"""Process-level tuning for training and benchmarks: device choice, native bf16 and the CPU allocator.
 
 On the CPU, glibc's malloc hands buffers above its mmap threshold back to the kernel when they are freed
 and page-faults them in again at the next step. A DenseMTL training step allocates and frees the same
@@ -45,6 +45,12 @@ def tune_cpu_allocator() -> bool:
     ok = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, 2**30) == 1
     _tuned = ok
     return ok
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 matrix products natively (Intel AMX, or AVX512-BF16), as torch reports."""
+    checks = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
+    return any(check() for check in checks if check is not None)
 
 
 def select_device(preference: str = "auto") -> torch.device:

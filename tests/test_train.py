@@ -47,10 +47,20 @@ def test_flatten_metrics_joins_task_and_metric():
     assert flatten_metrics({"depth": {"rmse": 2}, "delta_m": -1.5}) == {"depth/rmse": 2.0, "delta_m": -1.5}
 
 
-@pytest.mark.parametrize("setting, dtype", [("off", None), ("auto", None), ("bf16", torch.bfloat16),
-                                            ("fp16", torch.float16)])
+@pytest.mark.parametrize("setting, dtype", [("off", None), ("bf16", torch.bfloat16), ("fp16", torch.float16)])
 def test_autocast_dtype_on_the_cpu(setting, dtype):
     assert autocast_dtype(setting, torch.device("cpu")) == dtype
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, dtype", [(True, True, torch.bfloat16), (False, True, torch.bfloat16),
+                                                     (False, False, None)])
+def test_auto_amp_is_bf16_on_cpus_with_native_bf16_and_float32_elsewhere(monkeypatch, amx, avx512_bf16, dtype):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    assert autocast_dtype("auto", torch.device("cpu")) == dtype
+    assert autocast_dtype("auto", torch.device("meta")) is None  # neither CUDA nor a CPU: float32
+    assert autocast_dtype("off", torch.device("cpu")) is None
+
 
 
 @pytest.mark.parametrize("name, kind, option, value", [
