@@ -56,7 +56,7 @@ from densemtl_lab.config import get_profile, override
 from densemtl_lab.evaluation import autocast_dtype, channels_last_on
 from densemtl_lab.models import build_model
 from densemtl_lab.runtime import select_device, tune_cpu_allocator
-from densemtl_lab.train import build_optimizer
+from densemtl_lab.train import build_optimizer, place_model
 from stepbench import run_worker, surrogate_loss, time_steps
 
 VARIANTS = ("official", "official-bf16", "ours", "ours-bf16")
@@ -171,7 +171,7 @@ def _our_setup(job: Job, device: torch.device) -> _Setup:
     channels_last = channels_last_on(device, config.train.channels_last)
     model = build_model(config.model.name, config.model.task_names, num_classes=config.data.classes,
                         **config.model.build_options())
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    place_model(model, device, channels_last)
     optimizer = build_optimizer(config.optim, model.parameter_groups())
     image = torch.rand(BATCH, 3, job.height, job.width, device=device)
     if channels_last:

@@ -62,7 +62,7 @@ from densemtl_lab.metrics import (
     BASELINES_FILE, Baselines, MissingBaselineError, delta_m, flatten_metrics, load_baselines,
 )
 from densemtl_lab.models import build_model
-from densemtl_lab.runtime import tune_cpu_allocator
+from densemtl_lab.runtime import release_free_heap, tune_cpu_allocator
 
 #: A model's raw outputs: {task: {output scale: raw head output [B, C, h, w]}}.
 Outputs = Mapping[str, Mapping[int, torch.Tensor]]
@@ -140,6 +140,14 @@ def configure_backend(device: torch.device, num_threads: int | None,
             num_threads = max(1, (os.cpu_count() or 1) // context.local_world_size)
         if num_threads is not None:
             torch.set_num_threads(num_threads)
+
+
+def place_model(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    """Move `model` to `device` (in channels_last when asked); on the CPU, return the freed copies' memory."""
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    if device.type == "cpu":
+        release_free_heap()
+    return model
 
 
 def build_optimizer(optim: OptimConfig, groups: Mapping[str, list[nn.Parameter]]) -> torch.optim.Optimizer:
@@ -350,7 +358,7 @@ class Trainer:
             run_baselines(config)  # a missing baseline stops the run now, not at its first evaluation
         self.model = model if model is not None else build_model(
             config.model.name, self.tasks, num_classes=config.model.num_classes, **config.model.build_options())
-        self.model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        place_model(self.model, self.device, self.channels_last)
         self.criterion = MultiTaskLoss.from_config(config).to(self.device)
         self._build_optimisation()
         self.network = self._wrap_for_processes(self.model)
