@@ -37,7 +37,7 @@ from densemtl_lab.metrics import load_baselines, save_baseline
 from densemtl_lab.run_folder import default_run_dir, run_is_complete
 from densemtl_lab.runtime import select_device, tune_cpu_allocator
 from densemtl_lab.tasks import TASKS, parse_tasks, task_letters
-from densemtl_lab.train import History, Trainer, load_trained_model
+from densemtl_lab.train import History, Trainer, check_resumable, load_trained_model
 
 #: Environment variables that the parameters cells read, with their defaults.
 ENVIRONMENT_DEFAULTS = {
@@ -133,6 +133,7 @@ class Lab:
         run_dir = self.run_dir(config, tag)
         started = time.perf_counter()
         if run_is_complete(run_dir, config.train.steps):
+            check_resumable(run_dir, config)  # a finished run of other settings is not this one
             network, config, _ = load_trained_model(CheckpointManager(run_dir / "checkpoints").latest(), self.device)
             history = History.from_dict(json.loads((run_dir / "history.json").read_text()))
             metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
