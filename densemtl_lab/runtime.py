@@ -52,7 +52,8 @@ def release_free_heap() -> bool:
 
     The tuned allocator keeps freed blocks mapped, which is what a training step wants but not what a
     one-off copy leaves behind: moving a model to channels_last frees its float32 weights in the old
-    layout (444 MB at the paper size), and without this they stay in the process's RSS for the whole run.
+    layout (444 MB at the paper size), which then stay in the process's RSS until the steps reuse them
+    (the paper model started its steps 232 MiB higher at 128x256; docs/benchmarks.md).
     """
     name = ctypes.util.find_library("c")
     try:
