@@ -511,7 +511,7 @@ def _profiles() -> dict[str, ExperimentConfig]:
         train=TrainConfig(steps=4, batch_size=2, eval_every=4, checkpoint_every=4, amp="off"),
     )
     # The dataclass defaults are the quick profile, but for its precision: float32 on every machine. On a
-    # CPU with native bf16, bf16 made its whole 80-step run only 1.10x faster and left depth and normals
+    # CPU with native bf16, bf16 made its whole 80-step run only 1.11x faster and left depth and normals
     # worse than every fp32 seed in 2 of 5 seeds (docs/benchmarks.md, "bf16 on the CPU").
     quick = ExperimentConfig(profile="quick", train=TrainConfig(amp="off"))
     # course: the studies' profile (docs/benchmarks.md, "A CPU profile where the exchange learns"): the
