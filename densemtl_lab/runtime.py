@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 
 import torch
@@ -18,6 +19,16 @@ import torch
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _tuned = False
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, or None where there is none to load (then the allocator is left alone)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return None if name is None else ctypes.CDLL(name)
+    except OSError:
+        return None
 
 
 def tune_cpu_allocator() -> bool:
@@ -31,13 +42,8 @@ def tune_cpu_allocator() -> bool:
         return True
     if os.environ.get("DENSEMTL_NO_MALLOC_TUNING") == "1":
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = getattr(_libc(), "mallopt", None)
+    if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
@@ -55,11 +61,8 @@ def release_free_heap() -> bool:
     layout (444 MB at the paper size), which then stay in the process's RSS until the steps reuse them
     (the paper model started its steps 232 MiB higher at 128x256; docs/benchmarks.md).
     """
-    name = ctypes.util.find_library("c")
-    try:
-        return name is not None and ctypes.CDLL(name).malloc_trim(0) == 1
-    except (OSError, AttributeError):
-        return False
+    malloc_trim = getattr(_libc(), "malloc_trim", None)
+    return malloc_trim is not None and malloc_trim(0) == 1
 
 
 def native_cpu_bf16() -> bool:
