@@ -10,6 +10,7 @@ in the order given, each in this one process.
     python bench/bench_aggregators.py                               # all offered aggregators, 5 timed steps each
     python bench/bench_aggregators.py --aggregators none,mgda,upgrad --steps 10 --threads 1
     python bench/bench_aggregators.py --aggregators none --conflicts     # + the gradient-conflict log's cost
+    python bench/bench_aggregators.py --profile paper-synthia --device cuda --out bench/results/bench_aggregators-paper-gpu.json
 
 `--conflicts` adds a row `none, conflicts measured every step`: the plain backward with
 `train.conflict_every=1` (densemtl_lab.conflicts), so that its ratio minus 1, divided by N, is the
@@ -26,10 +27,12 @@ import argparse
 import json
 import os
 import platform
+from pathlib import Path
 
 import torch
 
 from densemtl_lab.aggregation import AGGREGATORS, EXTRA_INSTALL, missing_solvers
+from densemtl_lab.atomic import write_text_atomic
 from densemtl_lab.config import AGGREGATOR_NAMES, ExperimentConfig, get_profile, override
 from densemtl_lab.data.build import build_dataset
 from densemtl_lab.step_cost import step_cost
@@ -37,7 +40,7 @@ from densemtl_lab.step_cost import step_cost
 
 def bench_config(args: argparse.Namespace, aggregator: str, conflict_every: int | None = None) -> ExperimentConfig:
     return override(get_profile(args.profile), f"model.name={args.model}", f"model.tasks={args.tasks}",
-                    "train.device=cpu", "train.quiet=true", f"train.amp={args.amp}",
+                    f"train.device={args.device}", "train.quiet=true", f"train.amp={args.amp}",
                     f"train.aggregator={aggregator}", f"train.conflict_every={conflict_every or 'null'}")
 
 
@@ -60,10 +63,12 @@ def main() -> None:
     parser.add_argument("--tasks", default="SDN")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per aggregator")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    parser.add_argument("--amp", default="off", help="train.amp (default off: float32 on any CPU)")
+    parser.add_argument("--amp", default="off", help="train.amp (default off: float32 on any device)")
+    parser.add_argument("--device", default="cpu", help="train.device: cpu (default) or cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--conflicts", action="store_true",
                         help="also time the plain backward with the gradient-conflict log on every step")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here (atomically)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -75,7 +80,10 @@ def main() -> None:
     batch_size, count = config.train.batch_size, args.warmup + args.steps
     dataset = build_dataset(config.data, "train", tasks=config.model.task_names)
     samples = [dataset[index] for index in range(batch_size * count)]
-    report = {"device": "cpu", "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+    device = torch.device(args.device)
+    report = {"device": args.device,
+              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+              "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
               "torch": torch.__version__, "python": platform.python_version(),
               "profile": args.profile, "model": args.model, "tasks": config.model.tasks,
               "size": list(config.data.size), "batch_size": batch_size, "amp": args.amp,
@@ -95,7 +103,10 @@ def main() -> None:
             if "s_per_step" in row:
                 row["ratio"] = round(row["s_per_step"] / reference, 2)
     report["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    print(json.dumps(report, indent=2))
+    text = json.dumps(report, indent=2)
+    if args.out is not None:
+        write_text_atomic(args.out, text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 For comparing settings of one model on the machine at hand (notebook 08: each gradient aggregator
 against the plain weighted sum; bench/bench_aggregators.py): every setting trains its own Trainer
 from the same seed on the same batches, without evaluation or checkpoints, and reports the median
-wall and CPU seconds of its timed steps after untimed warm-up ones. CPU seconds are the steadier
-figure on a busy machine (they do not count the time spent waiting for a core).
+wall and CPU seconds of its timed steps after untimed warm-up ones (on a GPU, up to the end of the
+step's kernels). CPU seconds are the steadier figure on a busy machine (they do not count the time
+spent waiting for a core).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset, default_collate
 
 from densemtl_lab.config import ExperimentConfig, override
@@ -59,6 +61,8 @@ def step_cost(config: ExperimentConfig, samples: Sequence[dict[str, Any]], *, wa
     for index, batch in enumerate(batches):
         wall, cpu = time.perf_counter(), time.process_time()
         trainer.train_step(batch)
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize(trainer.device)  # the step's kernels, not only their launch
         if index >= warmup:
             walls.append(time.perf_counter() - wall)
             cpus.append(time.process_time() - cpu)
