@@ -199,6 +199,7 @@ def test_figures_show_every_seed_and_every_interval(tmp_path):
     assert "delta_m per seed, vs stl" in points.axes[0].get_title()
     paired = paired_differences_figure(record)
     assert [label.get_text() for label in paired.axes[0].get_yticklabels()] == ["mtl - stl"]
+    assert paired.get_suptitle().startswith("study tiny (quick): delta_m, a - b per seed")
     assert [path.name for path in save_study_figures(record, tmp_path)] == ["delta_m_per_seed.png",
                                                                           "paired_differences.png"]
 

@@ -61,7 +61,9 @@ def paired_differences_figure(record: Mapping[str, Any], metric: str = "delta_m"
     axes.axvline(0.0, color="grey", linewidth=0.8, linestyle="--")
     axes.set_yticks(range(len(chosen)), [f"{item['a']} - {item['b']}" for item in chosen])
     axes.set_xlabel(f"paired difference of {metric} (same seed)")
-    axes.set_title(f"study {record['study']}: mean (diamond) and 95% t-interval over seeds")
+    # on the figure, not the axes: the axes sit right of the long labels, and a title centred on them is cut off
+    figure.suptitle(f"study {record['study']} ({record['profile']}): {metric}, a - b per seed (grey)\n"
+                    "mean (diamond) and 95% t-interval over seeds")
     return figure
 
 
