@@ -12,7 +12,7 @@ PAIRS = {"grad_cosine/semseg~depth", "grad_cosine/semseg~normals", "grad_cosine/
 
 
 def test_notebook_08_measures_the_conflicts_and_draws_what_aggregators_do(execute_notebook, notebook_outputs) -> None:
-    metrics, _ = execute_notebook("08_gradient_conflicts")
+    metrics, executed = execute_notebook("08_gradient_conflicts")
     assert metrics["profile"] == "smoke"
     toy = metrics["toy_alignment"]  # what the lesson's prose says of the toy pair
     assert toy["Mean"]["a"] < 0 < toy["Mean"]["b"]
@@ -33,4 +33,15 @@ def test_notebook_08_measures_the_conflicts_and_draws_what_aggregators_do(execut
         assert math.isclose(cost["relative"], cost["wall_s"] / costs["none"]["wall_s"])
     figures = {path.name for path in (notebook_outputs / "08_gradient_conflicts" / "figures").iterdir()}
     assert {"toy_directions.png", "cosines_over_training.png", "pair_directions.png", "all_directions.png",
-            "comparison.png", "cosines_with_aggregator.png", "step_costs.png"} <= figures
+            "comparison.png", "cosines_with_aggregator.png", "step_costs.png", "study_table.png",
+            "study_paired_differences.png"} <= figures
+    # the shipped study's section prints its findings from the file: each aggregator against the weighted sum
+    from densemtl_lab.study import load_shipped
+    from densemtl_lab.viz.studies import study_findings
+
+    (findings,) = [cell for cell in executed.cells if cell.get("id") == "cell-agg-study-4"]
+    printed = "".join(output.get("text", "") for output in findings.outputs)
+    assert printed.strip() == study_findings(load_shipped("aggregators", "course")).strip()
+    for model in ("densemtl", "mtl"):
+        for method in ("mgda", "pcgrad", "upgrad"):
+            assert f"{model}-{method} - {model}" in printed
