@@ -13,8 +13,6 @@ import ctypes
 import ctypes.util
 import functools
 import os
-import platform
-from pathlib import Path
 
 import torch
 
@@ -65,17 +63,6 @@ def release_free_heap() -> bool:
     """
     malloc_trim = getattr(_libc(), "malloc_trim", None)
     return malloc_trim is not None and malloc_trim(0) == 1
-
-
-def cpu_model() -> str:
-    """The CPU's model name for a report's provenance (Linux's /proc/cpuinfo; else what Python knows)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def native_cpu_bf16() -> bool:

@@ -35,7 +35,6 @@ from typing import Any, Iterable, Mapping
 from densemtl_lab.atomic import write_json_atomic, write_text_atomic
 from densemtl_lab.config import ExperimentConfig, get_profile, override
 from densemtl_lab.run_folder import run_is_complete
-from densemtl_lab.runtime import cpu_model
 from densemtl_lab.tasks import TASKS, parse_tasks
 
 
@@ -289,7 +288,7 @@ def provenance(command: list[str]) -> dict[str, Any]:
     dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no"))
     return {"command": " ".join(command), "commit": commit, "dirty": dirty if commit else None,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
+            "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
                         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
             "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}
 
@@ -300,6 +299,16 @@ def _git(root: Path, *args: str) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 # --- running ------------------------------------------------------------------------------------------
