@@ -117,6 +117,13 @@ STUDIES: dict[str, StudySpec] = {spec.name: spec for spec in (
         comparisons=tuple((f"{model}-{method}", model) for model in ("densemtl", "mtl")
                           for method in _AGGREGATORS[1:]) + (("densemtl", "mtl"),),
         default_seeds=3),
+    StudySpec(
+        "precision", "float32 against bf16 autocast on DenseMTL, with a float32 control that changes only the "
+        "rounding (channels_last)", "SDN",
+        (Variant("fp32", ("train.amp=off",)), Variant("fp32-channels-last", ("train.amp=off", "train.channels_last=true")),
+         Variant("bf16", ("train.amp=bf16",))),
+        baseline="fp32", comparisons=(("bf16", "fp32"), ("fp32-channels-last", "fp32"), ("bf16", "fp32-channels-last")),
+        default_seeds=10, common=("model.name=densemtl",)),
 )}
 
 
