@@ -35,6 +35,7 @@ from densemtl_lab.aggregation import AGGREGATORS, EXTRA_INSTALL, missing_solvers
 from densemtl_lab.atomic import write_text_atomic
 from densemtl_lab.config import AGGREGATOR_NAMES, ExperimentConfig, get_profile, override
 from densemtl_lab.data.build import build_dataset
+from densemtl_lab.machine import cpu_model
 from densemtl_lab.step_cost import step_cost
 
 
@@ -82,7 +83,7 @@ def main() -> None:
     samples = [dataset[index] for index in range(batch_size * count)]
     device = torch.device(args.device)
     report = {"device": args.device,
-              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
               "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
               "torch": torch.__version__, "python": platform.python_version(),
               "profile": args.profile, "model": args.model, "tasks": config.model.tasks,

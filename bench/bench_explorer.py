@@ -30,6 +30,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from densemtl_lab.config import get_profile
+from densemtl_lab.machine import cpu_model
 from densemtl_lab.models import build_model
 from densemtl_lab.viz.explorer import AttentionCache, AttentionView, figure_png, render_attention
 
@@ -101,7 +102,7 @@ def main() -> None:
     sizes = {f"{h}x{w}": (h, w) for h, w in (quick_size, (128, 256))}
     results = {name: measure(size, args.repeats) for name, size in sizes.items()}
     print(json.dumps({
-        "benchmark": "explorer_response", "limit_s": LIMIT_S, "device": "cpu",
+        "benchmark": "explorer_response", "limit_s": LIMIT_S, "device": "cpu", "cpu": cpu_model(),
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "load_average": [round(value, 2) for value in os.getloadavg()],
         "python": platform.python_version(), "matplotlib": matplotlib.__version__,

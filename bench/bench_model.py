@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from densemtl_lab.machine import cpu_model
 from densemtl_lab.models import PAPER_WIDTHS, build_model
 from densemtl_lab.runtime import select_device, tune_cpu_allocator
 from densemtl_lab.tasks import parse_tasks
@@ -150,7 +151,7 @@ def main() -> None:
 
     report: dict = {
         "bench": "model", "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
-        "cpu_threads": args.threads or torch.get_num_threads(), "models": models,
+        "cpu": cpu_model(), "cpu_threads": args.threads or torch.get_num_threads(), "models": models,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "notes": [
             "stl is one single-task network (the first task of the set); T tasks need T of them",

@@ -37,6 +37,7 @@ from torch.utils.data import default_collate
 
 from bench_train import render_samples
 from densemtl_lab.config import get_profile, override
+from densemtl_lab.machine import cpu_model
 from densemtl_lab.step_cost import HeldSamples
 from densemtl_lab.train import Trainer
 
@@ -189,7 +190,7 @@ def main() -> None:
         "model": config.model.name, "tasks": config.model.tasks, "backbone": config.model.backbone,
         "size": list(config.data.size), "batch_size": batch_size, "amp": config.train.amp,
         "channels_last": config.train.channels_last, "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "python": platform.python_version(), "cpu": platform.processor(),
+        "torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_model(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "step_s_median": round(step_s, 4), "step_s_timed": [round(t, 4) for t in times],
         "parts": table, "not_convolution_share": round(1 - convolution_us(events) / profiled_us, 4),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 
@@ -29,6 +28,7 @@ from torch.utils.data import default_collate
 
 from densemtl_lab.config import ExperimentConfig, get_profile, override
 from densemtl_lab.evaluation import evaluate
+from densemtl_lab.machine import cpu_model
 from densemtl_lab.metrics import MultiTaskMetrics
 from densemtl_lab.train import Trainer
 
@@ -106,7 +106,7 @@ def main() -> None:
              for kind in ("photometric", "untrained", "constant", "supervised_median_scaled", "supervised")}
     report = {"settings": {key: value for key, value in vars(args).items()}, "runs": runs, "means": means,
               "step": step_seconds(args), "seconds": round(time.time() - started),
-              "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+              "machine": {"cpu": cpu_model(), "torch": torch.__version__,
                           "threads": torch.get_num_threads()}}
     print(json.dumps(report, indent=2))
 

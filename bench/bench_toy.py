@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from densemtl_lab.data import ToyScenes
 from densemtl_lab.data.toy_store import write_toy_dataset
+from densemtl_lab.machine import cpu_model
 from densemtl_lab.runtime import tune_cpu_allocator
 
 
@@ -77,7 +78,7 @@ def main() -> None:
     torch.set_num_threads(1)
     tune_cpu_allocator()  # as the Trainer does; forked DataLoader workers inherit it
     results: dict[str, object] = {
-        "size": list(size), "workers": args.workers, "cpu_count": os.cpu_count(),
+        "size": list(size), "workers": args.workers, "cpu": cpu_model(), "cpu_count": os.cpu_count(),
         "load_average_1min_before": round(load_before, 2),
     }
     total_seconds = 0.0

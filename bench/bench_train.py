@@ -40,6 +40,7 @@ from torch.utils.data import default_collate
 from densemtl_lab.config import ExperimentConfig, get_profile, override
 from densemtl_lab.data.build import build_dataset
 from densemtl_lab.losses import MultiTaskLoss
+from densemtl_lab.machine import cpu_model
 from densemtl_lab.models import build_model
 from densemtl_lab.runtime import tune_cpu_allocator
 from densemtl_lab.step_cost import HeldSamples
@@ -202,7 +203,7 @@ def main() -> None:
     if args.child_allocator:
         print(json.dumps(allocator_child(args)))
         return
-    report = {"device": "cpu", "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+    report = {"device": "cpu", "cpu": cpu_model(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
               "torch": torch.__version__, "python": platform.python_version(),
               "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
     for part in args.parts.split(","):

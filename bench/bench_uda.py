@@ -37,6 +37,7 @@ import torch
 from densemtl_lab import uda  # noqa: F401  (registers the adaptation methods with the trainer)
 from densemtl_lab.config import ADAPT_METHODS, ExperimentConfig, get_profile, override
 from densemtl_lab.data.build import build_dataset
+from densemtl_lab.machine import cpu_model
 from densemtl_lab.train import Trainer
 
 METRICS = {"semseg": "mIoU", "depth": "rmse"}
@@ -115,7 +116,7 @@ def main() -> None:
         "severity": args.severity, "scene_seed": args.scene_seed, "seeds": args.seeds,
         "steps": config.train.steps, "batch_size": config.train.batch_size, "size": config.data.size,
         "adapt": config.to_dict()["adapt"], "overrides": args.assignments,
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(), "cpu": cpu_model(),
         "runs": runs, "summary": summarise(runs),
         "all_finite": all(math.isfinite(v) for run in runs for v in run["target"].values()),
     }, indent=2))

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from densemtl_lab.machine import cpu_model
 from densemtl_lab.models.posenet import transformation_from_parameters
 from densemtl_lab.photometric import photometric_loss, pixel_index_intrinsics
 
@@ -129,7 +130,7 @@ def main() -> None:
             "automask_pixels_differing": int((ours.automask != reference["automask"]).sum()),
             "pose_transforms": transform_difference,
         },
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.machine()},
+        "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpu": cpu_model(), "machine": platform.machine()},
     }
     print(json.dumps(report, indent=2))
 

@@ -54,6 +54,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from densemtl_lab.atomic import write_text_atomic
 from densemtl_lab.config import get_profile, override
 from densemtl_lab.evaluation import autocast_dtype, channels_last_on
+from densemtl_lab.machine import cpu_model
 from densemtl_lab.models import build_model
 from densemtl_lab.runtime import select_device, tune_cpu_allocator
 from densemtl_lab.train import build_optimizer, place_model
@@ -323,7 +324,7 @@ def main() -> None:
     device = select_device(args.device)
     args.sizes = args.sizes or ([(512, 1024)] if device.type == "cuda" else [(128, 256), (256, 512)])
     report = {"bench": "compare_official", "device": str(device),
-              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
               "torch": torch.__version__, "python": platform.python_version(), "cpu_threads": torch.get_num_threads(),
               "reference": str(args.reference), "official_config": OFFICIAL_CONFIG, "our_profile": OUR_PROFILE,
               "batch": BATCH, "warmup": args.warmup, "steps": args.steps, "rounds": args.rounds,

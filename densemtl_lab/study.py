@@ -34,6 +34,7 @@ from typing import Any, Iterable, Mapping
 
 from densemtl_lab.atomic import write_json_atomic, write_text_atomic
 from densemtl_lab.config import ExperimentConfig, get_profile, override
+from densemtl_lab.machine import cpu_model
 from densemtl_lab.run_folder import run_is_complete
 from densemtl_lab.tasks import TASKS, parse_tasks
 
@@ -120,7 +121,8 @@ STUDIES: dict[str, StudySpec] = {spec.name: spec for spec in (
     StudySpec(
         "precision", "float32 against bf16 autocast on DenseMTL, with a float32 control that changes only the "
         "rounding (channels_last)", "SDN",
-        (Variant("fp32", ("train.amp=off",)), Variant("fp32-channels-last", ("train.amp=off", "train.channels_last=true")),
+        (Variant("fp32", ("train.amp=off", "train.channels_last=false")),
+         Variant("fp32-channels-last", ("train.amp=off", "train.channels_last=true")),
          Variant("bf16", ("train.amp=bf16",))),
         baseline="fp32", comparisons=(("bf16", "fp32"), ("fp32-channels-last", "fp32"), ("bf16", "fp32-channels-last")),
         default_seeds=10, common=("model.name=densemtl",)),
@@ -295,7 +297,7 @@ def provenance(command: list[str]) -> dict[str, Any]:
     dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no"))
     return {"command": " ".join(command), "commit": commit, "dirty": dirty if commit else None,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
+            "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
                         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
             "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}
 
@@ -307,15 +309,6 @@ def _git(root: Path, *args: str) -> str | None:
         return None
     return done.stdout.strip() if done.returncode == 0 else None
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # --- running ------------------------------------------------------------------------------------------

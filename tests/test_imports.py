@@ -116,7 +116,7 @@ def test_the_task_modules_are_the_ground_floor(module):
 
 #: docs/architecture.md's layers: a module imports only from its own layer or those below.
 LAYERS = {
-    1: ("tasks", "atomic", "lazy", "runtime", "data.classes"),
+    1: ("tasks", "atomic", "lazy", "runtime", "machine", "data.classes"),
     2: ("config", "run_folder"),
     3: ("models", "data"),
     4: ("losses", "weighting", "metrics", "photometric"),
