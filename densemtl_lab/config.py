@@ -510,9 +510,10 @@ def _profiles() -> dict[str, ExperimentConfig]:
         # depend on whether the CPU has native bf16.
         train=TrainConfig(steps=4, batch_size=2, eval_every=4, checkpoint_every=4, amp="off"),
     )
-    # The dataclass defaults are the quick profile, but for its precision: float32 on every machine. On a
-    # CPU with native bf16, bf16 made its whole 80-step run only 1.11x faster and left depth and normals
-    # worse than every fp32 seed in 2 of 5 seeds (docs/benchmarks.md, "bf16 on the CPU").
+    # The dataclass defaults are the quick profile, but for its precision: float32 on every machine. With
+    # native bf16 its whole 80-step run was 1.11x faster on an Intel Xeon with AMX and 1.03x on an AMD EPYC
+    # without, and over 10 seeds bf16's depth RMSE was 0.40 m (6 %) worse, paired (docs/benchmarks.md,
+    # "bf16 on the CPU" and "The precision study").
     quick = ExperimentConfig(profile="quick", train=TrainConfig(amp="off"))
     # course: the studies' profile (docs/benchmarks.md, "A CPU profile where the exchange learns"): the
     # quick model at 15x its steps, on the toy target-domain scenes at severity 1 (appearance gives the

@@ -119,8 +119,8 @@ STUDIES: dict[str, StudySpec] = {spec.name: spec for spec in (
                           for method in _AGGREGATORS[1:]) + (("densemtl", "mtl"),),
         default_seeds=3),
     StudySpec(
-        "precision", "float32 against bf16 autocast on DenseMTL, with a float32 control that changes only the "
-        "rounding (channels_last)", "SDN",
+        "precision", "float32 against bf16 autocast on DenseMTL, with a null control: float32 in the other memory "
+        "format (channels_last: other rounding and dropout draws, the same training)", "SDN",
         (Variant("fp32", ("train.amp=off", "train.channels_last=false")),
          Variant("fp32-channels-last", ("train.amp=off", "train.channels_last=true")),
          Variant("bf16", ("train.amp=bf16",))),
