@@ -116,7 +116,8 @@ def main() -> None:
         "severity": args.severity, "scene_seed": args.scene_seed, "seeds": args.seeds,
         "steps": config.train.steps, "batch_size": config.train.batch_size, "size": config.data.size,
         "adapt": config.to_dict()["adapt"], "overrides": args.assignments,
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(), "cpu": cpu_model(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+        "cpu": cpu_model(),
         "runs": runs, "summary": summarise(runs),
         "all_finite": all(math.isfinite(v) for run in runs for v in run["target"].values()),
     }, indent=2))

@@ -33,4 +33,5 @@ def test_without_cpuinfo_the_platform_answers(tmp_path):
 
 def test_naming_the_cpu_does_not_import_torch():
     code = "import sys; from densemtl_lab.machine import cpu_model; cpu_model(); print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
