@@ -394,6 +394,21 @@ def test_the_aggregators_study_shares_its_plain_runs_with_the_architectures_stud
     assert methods["densemtl-upgrad-s0"] == "upgrad" and methods["mtl-mgda-s0"] == "mgda"
 
 
+@pytest.mark.parametrize("profile", ["quick", "course", "paper-synthia"])
+def test_the_precision_study_arms_differ_only_in_precision_and_memory_format(profile):
+    base = get_profile(profile)
+    configs = {run.variant: study.run_config(base, run) for run in plan_runs(get_study("precision"), [0])}
+    assert (configs["fp32"].train.amp, configs["fp32"].train.channels_last) == ("off", False)
+    assert (configs["fp32-channels-last"].train.amp, configs["fp32-channels-last"].train.channels_last) == ("off", True)
+    assert configs["bf16"].train.amp == "bf16" and configs["bf16"].train.channels_last == base.train.channels_last
+
+    def without_precision(config):
+        return dataclasses.replace(config, train=dataclasses.replace(config.train, amp="off", channels_last=False))
+
+    assert without_precision(configs["bf16"]) == without_precision(configs["fp32"]) \
+        == without_precision(configs["fp32-channels-last"])
+
+
 def test_attention_goals_say_met_or_not_from_the_recorded_diagnostics():
     import copy
 
