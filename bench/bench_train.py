@@ -203,8 +203,8 @@ def main() -> None:
     if args.child_allocator:
         print(json.dumps(allocator_child(args)))
         return
-    report = {"device": "cpu", "cpu": cpu_model(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "python": platform.python_version(),
+    report = {"device": "cpu", "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
               "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
     for part in args.parts.split(","):
         report[part] = PARTS[part](args)

@@ -130,7 +130,8 @@ def main() -> None:
             "automask_pixels_differing": int((ours.automask != reference["automask"]).sum()),
             "pose_transforms": transform_difference,
         },
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpu": cpu_model(), "machine": platform.machine()},
+        "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpu": cpu_model(),
+                    "machine": platform.machine()},
     }
     print(json.dumps(report, indent=2))
 

@@ -310,7 +310,6 @@ def _git(root: Path, *args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-
 # --- running ------------------------------------------------------------------------------------------
 
 @dataclass
