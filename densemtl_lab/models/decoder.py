@@ -27,6 +27,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
+from densemtl_lab.models.activation import ELU
+
 #: The paper's decoder widths, indexed by level 0..4.
 PAPER_WIDTHS: tuple[int, int, int, int, int] = (64, 128, 128, 256, 256)
 #: The decoder's ASPP rates (3-Ways / DenseMTL configs).
@@ -108,11 +110,11 @@ def build_aspp(in_channels: int, out_channels: int, rates: Sequence[int], dropou
 
 
 class ConvBlock(nn.Sequential):
-    """monodepth2's block: reflection pad 1, 3x3 conv with bias, ELU (no BatchNorm)."""
+    """monodepth2's block: reflection pad 1, 3x3 conv with bias, ELU (no BatchNorm; `activation.ELU`)."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(
-            nn.ReflectionPad2d(1), nn.Conv2d(in_channels, out_channels, 3), nn.ELU(inplace=True)
+            nn.ReflectionPad2d(1), nn.Conv2d(in_channels, out_channels, 3), ELU()
         )
 
 
