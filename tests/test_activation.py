@@ -58,6 +58,11 @@ def test_bfloat16_is_computed_in_float32_and_rounded_once() -> None:
     assert torch.equal(got_grad, want_grad)
 
 
+def test_non_finite_values_come_out_as_torch_gives_them() -> None:
+    x = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0])
+    assert torch.equal(ELU()(x.clone()).nan_to_num(nan=7.0), F.elu(x).nan_to_num(nan=7.0))
+
+
 def test_it_works_in_place_and_under_inference_mode() -> None:
     x = torch.tensor([-2.0, -0.5, 0.0, 3.0])
     with torch.inference_mode():
