@@ -43,6 +43,8 @@ MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
 MODEL_NAMES = tuple(MODEL_OPTIONS)
 #: Datasets `densemtl_lab.data.build.build_dataset` knows.
 DATASET_NAMES = ("toy", "cityscapes", "synthia", "vkitti2", "nyuv2")
+#: train.channels_last: NCHW, the whole model in channels_last, or its task side only (`train.place_model`).
+CHANNELS_LAST_SETTINGS = (False, True, "decoders")
 #: Domain adaptation methods (`densemtl_lab.uda`): source-only, the two unsupervised ones, labelled target.
 ADAPT_METHODS = ("none", "adversarial", "entropy", "oracle")
 #: Gradient aggregators of the shared encoder (`densemtl_lab.aggregation`, through torchjd; named
@@ -235,10 +237,12 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"                 # auto (CUDA, else MPS, else CPU) | cpu | cuda | cuda:1 | mps
     amp: str = "auto"                    # auto (CUDA: bf16, else fp16; CPUs with native bf16: bf16; else off) | off | bf16 | fp16
-    # channels_last pays for larger inputs (+28 % at 128x256, measured on a 2-core CPU, and on GPUs); at
-    # the toy sizes the tiny dilated layer3/4 and ASPP convolutions re-lay their weights out on every call and
-    # a training step was slower with it here (1 thread: smoke 0.28 vs 0.19 s, quick 1.65 vs 1.45 s).
-    channels_last: bool = False
+    # true: the whole model in channels_last; "decoders": the task side only (decoders, exchange, heads), the
+    # encoder in NCHW handing its features over in channels_last; false: NCHW. The whole model pays for larger
+    # inputs (+28 % at 128x256, measured on a 2-core CPU, and on GPUs); at the toy sizes the encoder's small
+    # dilated convolutions are slower in it while the decoders and the exchange are faster, so the quick and
+    # course profiles use "decoders" (docs/benchmarks.md, "The lesson model's throughput").
+    channels_last: bool | str = False
     num_threads: int | None = None       # CPU threads (None: torch's default, divided among DDP ranks)
     weighting: str = "fixed"             # fixed | uncertainty | dwa
     # none (the weighted sum's backward) | a gradient aggregator of the shared encoder (AGGREGATOR_NAMES,
@@ -262,6 +266,8 @@ class TrainConfig:
                f"train.conflict_every={self.conflict_every} must be >= 1 or null (off)")
         _check(self.amp in ("auto", "off", "bf16", "fp16"),
                f"train.amp={self.amp!r} must be auto, off, bf16 or fp16")
+        _check(self.channels_last in CHANNELS_LAST_SETTINGS,
+               f"train.channels_last={self.channels_last!r} must be true, false or decoders")
         _check(self.weighting in ("fixed", "uncertainty", "dwa"),
                f"train.weighting={self.weighting!r} must be fixed, uncertainty or dwa")
         if self.aggregator is None:
@@ -510,17 +516,18 @@ def _profiles() -> dict[str, ExperimentConfig]:
         # depend on whether the CPU has native bf16.
         train=TrainConfig(steps=4, batch_size=2, eval_every=4, checkpoint_every=4, amp="off"),
     )
-    # The dataclass defaults are the quick profile, but for its precision: float32 on every machine. With
-    # native bf16 its whole 80-step run was 1.11x faster on an Intel Xeon with AMX and 1.03x on an AMD EPYC
-    # without, and over 10 seeds bf16's depth RMSE was 0.40 m (6 %) worse, paired (docs/benchmarks.md,
-    # "bf16 on the CPU" and "The precision study").
-    quick = ExperimentConfig(profile="quick", train=TrainConfig(amp="off"))
+    # The dataclass defaults are the quick profile, but for its precision and memory format. Float32 on every
+    # machine: with native bf16 its whole 80-step run was 1.11x faster on an Intel Xeon with AMX and 1.03x on
+    # an AMD EPYC without, and over 10 seeds bf16's depth RMSE was 0.40 m (6 %) worse, paired
+    # (docs/benchmarks.md, "bf16 on the CPU" and "The precision study"). channels_last on the task side only:
+    # its step 1.08x faster in float32, 1.14x in bf16 (the course's), on the AMD EPYC.
+    quick = ExperimentConfig(profile="quick", train=TrainConfig(amp="off", channels_last="decoders"))
     # course: the studies' profile (docs/benchmarks.md, "A CPU profile where the exchange learns"): the
     # quick model at 15x its steps, on the toy target-domain scenes at severity 1 (appearance gives the
     # class away less, so the tasks lean on each other), bf16 for speed (a lesson setting).
     course = dataclasses.replace(
         quick, profile="course", data=DataConfig(domain="target", severity=1.0),
-        train=TrainConfig(steps=1200, eval_every=1200, checkpoint_every=300, amp="bf16"),
+        train=TrainConfig(steps=1200, eval_every=1200, checkpoint_every=300, amp="bf16", channels_last="decoders"),
     )
     full = ExperimentConfig(
         profile="full",

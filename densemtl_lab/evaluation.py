@@ -39,23 +39,25 @@ def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[setting]
 
 
-def channels_last_on(device: torch.device, requested: bool) -> bool:
-    """Whether `requested` channels_last applies on `device`: on CPUs and CUDA GPUs (elsewhere it is ignored)."""
-    return requested and device.type in ("cpu", "cuda")
+def channels_last_on(device: torch.device, requested: bool | str) -> bool | str:
+    """The `train.channels_last` setting (False, True or "decoders") that applies on `device`: `requested`
+    on CPUs and CUDA GPUs, False elsewhere."""
+    return requested if device.type in ("cpu", "cuda") else False
 
 
-def to_device(batch: Batch, device: torch.device, channels_last: bool) -> Batch:
-    """Tensors of a collated batch onto `device` (non-blocking from pinned memory)."""
+def to_device(batch: Batch, device: torch.device, channels_last: bool | str) -> Batch:
+    """Tensors of a collated batch onto `device` (non-blocking from pinned memory); the images in channels_last
+    when the whole model is (`channels_last=True`; with "decoders" the encoder reads NCHW)."""
     moved = {key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value
              for key, value in batch.items()}
-    if channels_last:
+    if channels_last is True:
         moved["image"] = moved["image"].contiguous(memory_format=torch.channels_last)
     return moved
 
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 4, device: torch.device | str = "cpu",
-             amp: str = "off", channels_last: bool = False, num_workers: int = 0, max_batches: int | None = None,
+             amp: str = "off", channels_last: bool | str = False, num_workers: int = 0, max_batches: int | None = None,
              reference_quirks: bool = False, dataset_name: str | None = None, median_scaling: bool = False,
              context: distributed.ProcessContext = distributed.ProcessContext()) -> dict[str, dict[str, float]]:
     """{task: {metric: value}} of the model's full-resolution outputs (scale 0) on `dataset`.

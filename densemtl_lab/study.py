@@ -119,11 +119,11 @@ STUDIES: dict[str, StudySpec] = {spec.name: spec for spec in (
                           for method in _AGGREGATORS[1:]) + (("densemtl", "mtl"),),
         default_seeds=3),
     StudySpec(
-        "precision", "float32 against bf16 autocast on DenseMTL, with a null control: float32 in the other memory "
-        "format (channels_last: other rounding and dropout draws, the same training)", "SDN",
+        "precision", "float32 against bf16 autocast on DenseMTL, both NCHW, with a null control: float32 in "
+        "channels_last (other rounding and dropout draws, the same training)", "SDN",
         (Variant("fp32", ("train.amp=off", "train.channels_last=false")),
          Variant("fp32-channels-last", ("train.amp=off", "train.channels_last=true")),
-         Variant("bf16", ("train.amp=bf16",))),
+         Variant("bf16", ("train.amp=bf16", "train.channels_last=false"))),
         baseline="fp32", comparisons=(("bf16", "fp32"), ("fp32-channels-last", "fp32"), ("bf16", "fp32-channels-last")),
         default_seeds=10, common=("model.name=densemtl",)),
 )}

@@ -142,9 +142,24 @@ def configure_backend(device: torch.device, num_threads: int | None,
             torch.set_num_threads(num_threads)
 
 
-def place_model(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
-    """Move `model` to `device` (in channels_last when asked); on the CPU, return the freed copies' memory."""
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+def _features_in_channels_last(encoder: nn.Module, inputs: Any, features: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Forward hook: the encoder's features, handed to the task side in channels_last."""
+    return [feature.contiguous(memory_format=torch.channels_last) for feature in features]
+
+
+def place_model(model: nn.Module, device: torch.device, channels_last: bool | str) -> nn.Module:
+    """Move `model` to `device`: all of it in channels_last (True), its task side only ("decoders": every
+    part but `model.encoder`, which stays NCHW and hands its features over in channels_last) or none of it
+    (False). On the CPU, return the freed copies' memory."""
+    if channels_last == "decoders":
+        model.to(device)
+        for name, part in model.named_children():
+            if name != "encoder":
+                part.to(memory_format=torch.channels_last)
+        if _features_in_channels_last not in model.encoder._forward_hooks.values():
+            model.encoder.register_forward_hook(_features_in_channels_last)
+    else:
+        model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     if device.type == "cpu":
         release_free_heap()
     return model

@@ -39,8 +39,11 @@ def test_smoke_profile_matches_the_issue():
 
 def test_quick_profile_is_the_default_lesson_config():
     config = get_profile("quick")
-    # The dataclass defaults but for precision: float32 even where auto would pick bf16 (config.py says why).
-    assert config == dataclasses.replace(ExperimentConfig(profile="quick"), train=TrainConfig(amp="off"))
+    # The dataclass defaults but for precision (float32 even where auto would pick bf16) and memory format
+    # (channels_last on the task side only); config.py says why.
+    assert config == dataclasses.replace(ExperimentConfig(profile="quick"),
+                                         train=TrainConfig(amp="off", channels_last="decoders"))
+    assert get_profile("course").train.channels_last == "decoders"
     assert ExperimentConfig().train.amp == "auto"
     assert (config.data.size, config.model.backbone, config.model.decoder_widths) == (
         (64, 128), "resnet18", (16, 32, 32, 64, 64))
@@ -214,3 +217,14 @@ def test_course_profile_is_the_quick_model_trained_longer_on_the_target_look():
     assert (course.data.domain, course.data.severity, course.train.steps, course.train.amp) == (
         "target", 1.0, 1200, "bf16")
     assert course.optim.alpha_lr is None  # the method as published: no lesson-only alpha rate
+
+
+@pytest.mark.parametrize("value, expected", [("true", True), ("false", False), ("decoders", "decoders")])
+def test_channels_last_takes_true_false_or_decoders(value, expected):
+    assert override(get_profile("smoke"), f"train.channels_last={value}").train.channels_last == expected
+
+
+@pytest.mark.parametrize("value", ["encoder", "1", "[true]"])
+def test_another_channels_last_value_names_the_three(value):
+    with pytest.raises(ConfigError, match="train.channels_last"):
+        override(get_profile("smoke"), f"train.channels_last={value}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import signal
 import subprocess
@@ -21,7 +22,8 @@ from densemtl_lab.metrics import MissingBaselineError, delta_m, flatten_metrics,
 from densemtl_lab.models import build_model
 from densemtl_lab.run_folder import default_run_dir
 from densemtl_lab.train import (
-    History, NonFiniteLossError, RunDirError, Trainer, build_optimizer, load_trained_model, prepare_run_dir, train,
+    History, NonFiniteLossError, RunDirError, Trainer, build_optimizer, load_trained_model, place_model,
+    prepare_run_dir, train,
 )
 
 SLOW_CLI = Path(__file__).parent / "helpers" / "slow_cli.py"
@@ -236,6 +238,31 @@ def test_channels_last_applies_to_model_and_images(channels_last):
     batch = to_device(next(trainer._batches()), trainer.device, trainer.channels_last)
     assert batch["image"].is_contiguous(memory_format=torch.channels_last) is channels_last
     assert batch["image"].is_contiguous() is not channels_last
+
+
+def test_channels_last_decoders_puts_the_task_side_in_it_and_leaves_the_encoder_nchw():
+    trainer = Trainer(override(SMOKE, "train.channels_last=decoders"))
+    model = trainer.model
+
+    def layouts(part):
+        return {p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                for p in part.parameters() if p.dim() == 4 and p.shape[-1] > 1}
+    assert layouts(model.encoder) == {False} and layouts(model.decoders) == layouts(model.exchange) == {True}
+    batch = to_device(next(trainer._batches()), trainer.device, trainer.channels_last)
+    assert batch["image"].is_contiguous()  # the encoder reads NCHW images
+    handed_over = []
+    model.encoder.register_forward_hook(lambda module, args, features: handed_over.append(features))
+    nchw = place_model(build_model("densemtl", SMOKE.model.task_names, num_classes=19,
+                                   **SMOKE.model.build_options()), trainer.device, False)
+    nchw.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        got, expected = model.eval()(batch["image"]), nchw.eval()(batch["image"])
+    assert all(f.is_contiguous(memory_format=torch.channels_last) for f in handed_over[0])
+    for task in got:
+        assert torch.allclose(got[task][0], expected[task][0], atol=1e-4), task
+    place_model(model, trainer.device, "decoders")  # placing again adds no second conversion
+    assert len(model.encoder._forward_hooks) == 2  # the conversion and this test's hook
+    assert all(math.isfinite(value) for value in trainer.train_step(batch))
 
 
 def test_learning_rate_groups_schedule_and_clipping(monkeypatch, tmp_path):
