@@ -346,7 +346,7 @@ def _run_study(args: argparse.Namespace) -> int:
 
 
 def _verify_study(args: argparse.Namespace, out: Path) -> int:
-    from densemtl_lab.study import default_verify_run, load_shipped, verify_run
+    from densemtl_lab.study import default_verify_run, environment_differences, load_shipped, verify_run
 
     summary = load_shipped(args.name, args.profile)
     run_name = args.verify or default_verify_run(summary)
@@ -354,6 +354,10 @@ def _verify_study(args: argparse.Namespace, out: Path) -> int:
     print(f"Verifying {run_name} of the shipped {args.name} study ({args.profile}), recorded on "
           f"{provenance['date']} at commit {str(provenance['commit'])[:10]} with torch {provenance['torch']}, "
           f"{provenance.get('threads', '?')} threads, on {provenance['machine']['cpu']}")
+    differences = environment_differences(provenance)
+    if differences:
+        print(f"Not the recorded machine ({'; '.join(differences)}): its metrics can move beyond the tolerance "
+              "(docs/benchmarks.md, \"The same --verify on another machine\")")
     checks = verify_run(summary, run_name, out / "verify" / run_name, tolerance=args.tolerance,
                         device=args.device)
     for check in checks:

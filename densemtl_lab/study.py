@@ -302,6 +302,17 @@ def provenance(command: list[str]) -> dict[str, Any]:
             "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
+def environment_differences(recorded: Mapping[str, Any]) -> list[str]:
+    """How this machine differs from the one in `recorded` (a summary's provenance): CPU, GPU, torch version
+    and threads, e.g. ["CPU: AMD EPYC (recorded: Intel(R) Xeon(R) Processor)"]; what was not recorded is skipped."""
+    now = provenance([])
+    machine = recorded.get("machine", {})
+    pairs = {"CPU": (now["machine"]["cpu"], machine, "cpu"), "GPU": (now["machine"]["cuda"], machine, "cuda"),
+             "torch": (now["torch"], recorded, "torch"), "threads": (now["threads"], recorded, "threads")}
+    return [f"{name}: {current} (recorded: {where[key]})" for name, (current, where, key) in pairs.items()
+            if key in where and where[key] != current]
+
+
 def _git(root: Path, *args: str) -> str | None:
     try:
         done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)

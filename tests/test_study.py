@@ -349,6 +349,15 @@ def test_a_learners_runs_are_drawn_beside_the_study_seeds():
         "study seeds (course)", "your quick run"]
 
 
+def test_environment_differences_name_what_is_not_the_recorded_machine():
+    here = study.provenance([])
+    assert study.environment_differences(here) == []
+    elsewhere = {**here, "machine": {**here["machine"], "cpu": "Some Other CPU"}, "torch": "1.0"}
+    del elsewhere["threads"]  # not recorded: not compared
+    assert study.environment_differences(elsewhere) == [
+        f"CPU: {here['machine']['cpu']} (recorded: Some Other CPU)", f"torch: {here['torch']} (recorded: 1.0)"]
+
+
 @pytest.mark.slow
 def test_the_verify_command_retrains_the_default_run_and_agrees_on_the_same_machine(tmp_path, monkeypatch, capsys):
     out = tmp_path / "arch"
@@ -363,6 +372,7 @@ def test_the_verify_command_retrains_the_default_run_and_agrees_on_the_same_mach
                  str(tmp_path / "again"), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("Verifying densemtl-s0 of the shipped architectures study (smoke), recorded on ")
+    assert "Not the recorded machine" not in printed
     assert "depth/rmse" in printed and printed.rstrip().endswith("Agrees: every main metric within 0 %")
     assert (tmp_path / "again" / "verify" / "densemtl-s0" / "metrics.json").is_file()
 
