@@ -17,14 +17,10 @@ import time
 
 import torch
 from torch import nn
-from torch.utils.data import default_collate
 
-from bench_train import render_samples
-from densemtl_lab.config import get_profile, override
+from bench_train import add_step_arguments, step_trainer
 from densemtl_lab.machine import cpu_model
 from densemtl_lab.models.activation import ELU
-from densemtl_lab.step_cost import HeldSamples
-from densemtl_lab.train import Trainer
 
 ARMS = {"torch": lambda: nn.ELU(inplace=True), "ours": ELU}
 
@@ -45,19 +41,12 @@ class TimedActivation(nn.Module):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="quick", help="the profile whose model and step are measured")
-    parser.add_argument("-p", "--set", dest="overrides", action="append", default=[],
-                        help="a config override, as densemtl-lab train takes it (repeatable)")
+    add_step_arguments(parser)
     parser.add_argument("--rounds", type=int, default=3, help="pairs of (torch, ours) blocks")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per block")
     args = parser.parse_args()
-    config = override(get_profile(args.profile), "train.device=cpu", "train.quiet=true", "data.num_workers=0",
-                      "train.eval_every=1000000", "train.checkpoint_every=1000000", *args.overrides)
-    batch_size = config.train.batch_size
-    samples = render_samples(config, batch_size * 2)
-    batches = [default_collate(samples[index:index + batch_size]) for index in range(0, len(samples), batch_size)]
-    trainer = Trainer(config, train_set=HeldSamples(samples), val_set=HeldSamples(samples[:batch_size]))
-    trainer.model.train()
+    trainer, batches = step_trainer(args, 2)
+    config = trainer.config
     sites = [(parent, name) for parent in trainer.model.modules()
              for name, child in parent.named_children() if isinstance(child, ELU)]
     elu_seconds = {arm: 0.0 for arm in ARMS}
@@ -75,7 +64,8 @@ def main() -> None:
     steps = args.rounds * args.steps
     report = {
         "bench": "elu", "profile": args.profile, "overrides": args.overrides, "amp": config.train.amp,
-        "channels_last": config.train.channels_last, "size": list(config.data.size), "batch_size": batch_size,
+        "channels_last": config.train.channels_last, "size": list(config.data.size),
+        "batch_size": config.train.batch_size,
         "elu_calls_per_step": len(sites), "cpu": cpu_model(), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "steps_per_arm": steps,
         "elu_forward_ms_per_step": {arm: round(elu_seconds[arm] / steps * 1e3, 1) for arm in ARMS},

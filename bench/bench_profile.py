@@ -33,13 +33,9 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 from torch.autograd.profiler import record_function
-from torch.utils.data import default_collate
 
-from bench_train import render_samples
-from densemtl_lab.config import get_profile, override
+from bench_train import add_step_arguments, step_trainer
 from densemtl_lab.machine import cpu_model
-from densemtl_lab.step_cost import HeldSamples
-from densemtl_lab.train import Trainer
 
 #: The parts a step is split into, by the name prefix of the modules (or ranges) that make them up.
 PARTS = ("encoder", "decoders", "heads", "exchange", "losses", "clipping", "optimiser")
@@ -146,20 +142,13 @@ def _top_ops(profiler: torch.profiler.profile, count: int) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="quick", help="the profile whose model and step are measured")
-    parser.add_argument("-p", "--set", dest="overrides", action="append", default=[],
-                        help="a config override, as densemtl-lab train takes it (repeatable)")
+    add_step_arguments(parser)
     parser.add_argument("--warmup", type=int, default=3, help="steps before anything is timed")
     parser.add_argument("--steps", type=int, default=5, help="timed steps, then as many profiled ones")
     parser.add_argument("--top", type=int, default=15, help="ops listed")
     args = parser.parse_args()
-    config = override(get_profile(args.profile), "train.device=cpu", "train.quiet=true", "data.num_workers=0",
-                      "train.eval_every=1000000", "train.checkpoint_every=1000000", *args.overrides)
-    batch_size = config.train.batch_size
-    samples = render_samples(config, batch_size * (args.warmup + 2 * args.steps))
-    batches = [default_collate(samples[index:index + batch_size]) for index in range(0, len(samples), batch_size)]
-    trainer = Trainer(config, train_set=HeldSamples(samples), val_set=HeldSamples(samples[:batch_size]))
-    trainer.model.train()
+    trainer, batches = step_trainer(args, args.warmup + 2 * args.steps)
+    config, batch_size = trainer.config, trainer.config.train.batch_size
     for batch in batches[:args.warmup]:
         trainer.train_step(batch)
     times = []

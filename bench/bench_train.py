@@ -57,6 +57,26 @@ def render_samples(config: ExperimentConfig, count: int) -> list[dict]:
     return [dataset[index] for index in range(count)]
 
 
+def add_step_arguments(parser: argparse.ArgumentParser) -> None:
+    """--profile and -p, for the benches that time the Trainer's own step."""
+    parser.add_argument("--profile", default="quick", help="the profile whose model and step are measured")
+    parser.add_argument("-p", "--set", dest="overrides", action="append", default=[],
+                        help="a config override, as densemtl-lab train takes it (repeatable)")
+
+
+def step_trainer(args: argparse.Namespace, batch_count: int) -> tuple[Trainer, list[dict]]:
+    """A Trainer of `args.profile` with `args.overrides` on the CPU (no evaluation or checkpoint in the way),
+    in train mode, and `batch_count` pre-rendered batches of its batch size."""
+    config = override(get_profile(args.profile), "train.device=cpu", "train.quiet=true", "data.num_workers=0",
+                      "train.eval_every=1000000", "train.checkpoint_every=1000000", *args.overrides)
+    batch_size = config.train.batch_size
+    samples = render_samples(config, batch_size * batch_count)
+    batches = [default_collate(samples[index:index + batch_size]) for index in range(0, len(samples), batch_size)]
+    trainer = Trainer(config, train_set=HeldSamples(samples), val_set=HeldSamples(samples[:batch_size]))
+    trainer.model.train()
+    return trainer, batches
+
+
 class BareLoop:
     """Forward + loss + backward + step, nothing else (the reference point for the overhead)."""
 
