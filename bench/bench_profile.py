@@ -14,7 +14,9 @@ convolutions (forward or backward): copies, casts, memory-format changes, elemen
     python bench/bench_profile.py -p train.amp=bf16 -p train.channels_last=true
 
 Timed steps (median, without the profiler) come first; the profiled steps are slower by the
-profiler's own cost, so the table gives shares, and seconds scaled to the timed median.
+profiler's own cost, so the table gives shares, and seconds scaled to the timed median. The step's
+FLOPs (torch's counter) over its median time give the attained GFLOP/s, and over the CPU's measured
+peak in the step's precision (bench/cpu_peak.py) the model FLOP utilisation.
 Prints one JSON object.
 """
 
@@ -33,9 +35,12 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 from torch.autograd.profiler import record_function
+from torch.utils.flop_counter import FlopCounterMode
 
 from bench_train import add_step_arguments, step_trainer
+from cpu_peak import cpu_peak_tflops
 from densemtl_lab.machine import cpu_model
+from densemtl_lab.train import Trainer
 
 #: The parts a step is split into, by the name prefix of the modules (or ranges) that make them up.
 PARTS = ("encoder", "decoders", "heads", "exchange", "losses", "clipping", "optimiser")
@@ -131,6 +136,14 @@ def convolution_us(events) -> float:
                if event.name in _CONVOLUTION_OPS and not inside_convolution(event))
 
 
+def step_flops(trainer: Trainer, batch: dict) -> int:
+    """torch's FLOP count of one of the Trainer's steps (forward and backward; the optimiser counts none)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        trainer.train_step(batch)
+    return counter.get_total_flops()
+
+
 def _top_ops(profiler: torch.profiler.profile, count: int) -> list[dict]:
     """The `count` ops with the most self CPU time, with their share of all ops' self time."""
     averages = [row for row in profiler.key_averages() if row.key not in PARTS and row.key != "ProfilerStep"]
@@ -157,6 +170,9 @@ def main() -> None:
         trainer.train_step(batch)
         times.append(time.perf_counter() - started)
     step_s = statistics.median(times)
+    flops = step_flops(trainer, batches[0])
+    peaks = cpu_peak_tflops()
+    peak = peaks["bf16" if trainer.amp_dtype == torch.bfloat16 else "fp32"]
     with part_ranges(trainer.model, trainer.criterion, trainer.optimizer), \
             torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
         for batch in batches[args.warmup + args.steps:]:
@@ -182,6 +198,8 @@ def main() -> None:
         "torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_model(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "step_s_median": round(step_s, 4), "step_s_timed": [round(t, 4) for t in times],
+        "gflop_per_step": round(flops / 1e9, 2), "gflop_per_s": round(flops / step_s / 1e9, 1),
+        "peak_tflops": peaks, "model_flop_utilisation": round(flops / step_s / (peak * 1e12), 4) if peak else None,
         "parts": table, "not_convolution_share": round(1 - convolution_us(events) / profiled_us, 4),
         "top_ops": _top_ops(profiler, args.top),
     }

@@ -24,8 +24,9 @@ an inference_mode forward in eval mode. Each code runs as its own trainer runs i
 Every (variant, size, mode) runs in a fresh process, and the whole grid is repeated `--rounds` times,
 round-robin, so a slow spell of the machine touches both codes alike; the table keeps each cell's
 median over rounds. FLOPs are torch's FLOP counter over one step of each code in float32 (forward and
-backward for train); GFLOP/s = FLOPs / median seconds, and on CUDA the model FLOP utilisation
-against the GPU's dense bf16 or fp32/TF32 peak (`--peak-tflops`, or a table of known GPUs).
+backward for train); GFLOP/s = FLOPs / median seconds, and the model FLOP utilisation against the
+device's dense bf16 or fp32 peak: `--peak-tflops`, else on CUDA a table of known GPUs (TF32 for fp32), on
+the CPU the rate of large convolutions measured before and after the grid (bench/cpu_peak.py).
 Prints one JSON object (and writes it to --out when given).
 """
 
@@ -58,6 +59,7 @@ from densemtl_lab.machine import cpu_model
 from densemtl_lab.models import build_model
 from densemtl_lab.runtime import select_device, tune_cpu_allocator
 from densemtl_lab.train import build_optimizer, place_model
+from cpu_peak import combine, cpu_peak_tflops
 from stepbench import run_worker, surrogate_loss, time_steps
 
 VARIANTS = ("official", "official-bf16", "ours", "ours-bf16")
@@ -240,12 +242,13 @@ def _sizes(text: str) -> list[tuple[int, int]]:
 
 
 def _peak_tflops(device: torch.device, override: float | None) -> dict | None:
-    if device.type != "cuda":
-        return None
+    """The ceiling for the utilisation: --peak-tflops, else a known GPU's datasheet, else the CPU measured now."""
     if override is not None:
         return {"bf16": override, "fp32": override}
-    name = torch.cuda.get_device_name(device)
-    return next((peaks for key, peaks in PEAK_TFLOPS.items() if key in name), None)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return next((peaks for key, peaks in PEAK_TFLOPS.items() if key in name), None)
+    return cpu_peak_tflops() if device.type == "cpu" else None
 
 
 def _jobs(args: argparse.Namespace, device: torch.device) -> Iterator[Job]:
@@ -280,8 +283,8 @@ def _summarise(cells: dict, peaks: dict | None) -> dict:
             flops = float32_flops["official" if variant.startswith("official") else "ours"]
             if flops:
                 row["gflop_per_s"] = round(flops / row["step_s"] / 1e9, 1)
-                if peaks:
-                    peak = peaks["bf16" if variant.endswith("bf16") else "fp32"]
+                peak = (peaks or {}).get("bf16" if variant.endswith("bf16") else "fp32")
+                if peak:
                     row["model_flop_utilisation"] = round(flops / row["step_s"] / (peak * 1e12), 4)
             base = rows.get("official", {})
             if "step_s" in base and variant != "official":
@@ -303,7 +306,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="warm-up steps per measurement")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement (the median is kept)")
     parser.add_argument("--rounds", type=int, default=2, help="times the whole grid runs, round-robin")
-    parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's peak TFLOP/s for the utilisation")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's peak TFLOP/s for the utilisation (default: a known GPU's datasheet; "
+                             "on the CPU, measured)")
     parser.add_argument("--job-timeout", type=float, default=900.0, help="seconds per measurement")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here (atomically)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -330,6 +335,7 @@ def main() -> None:
               "batch": BATCH, "warmup": args.warmup, "steps": args.steps, "rounds": args.rounds,
               "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "table": {}}
     cells: dict = {}
+    peak_at_start = _peak_tflops(device, args.peak_tflops)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(f"stopped by signal {signum}"))
     try:
         for round_index in range(args.rounds):
@@ -342,7 +348,10 @@ def main() -> None:
     except SystemExit as stop:
         report["interrupted"] = str(stop)
     finally:
-        report["table"] = _summarise(cells, _peak_tflops(device, args.peak_tflops))
+        measured_twice = device.type == "cpu" and args.peak_tflops is None
+        peaks = combine(peak_at_start, cpu_peak_tflops()) if measured_twice else peak_at_start
+        report["peak_tflops"] = peaks
+        report["table"] = _summarise(cells, peaks)
         text = json.dumps(report, indent=1)
         if args.out is not None:
             write_text_atomic(args.out, text + "\n")

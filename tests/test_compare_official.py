@@ -67,3 +67,18 @@ def test_a_bf16_variant_is_credited_with_the_float32_count_of_its_code_against_t
     assert row["official-bf16"]["gflop_per_s"] == round(9.2e12 / 0.2 / 1e9, 1)
     assert row["official-bf16"]["model_flop_utilisation"] == round(9.2e12 / 0.2 / 1000e12, 4)
     assert row["official-bf16"]["speedup_vs_official"] == 2.0
+
+
+def test_without_a_bf16_peak_the_bf16_variants_get_no_utilisation_and_fp32_still_does():
+    cells = {("128x256", "train"): {"official": [_run(3.0, 10.0, 20.0, flops=580e9)],
+                                    "official-bf16": [_run(2.0, 8.0, 16.0)]}}
+    row = compare_official._summarise(cells, peaks={"bf16": None, "fp32": 0.5})["128x256 train"]
+    assert row["official"]["model_flop_utilisation"] == round(580e9 / 3.0 / 0.5e12, 4)
+    assert "model_flop_utilisation" not in row["official-bf16"]
+    assert row["official-bf16"]["gflop_per_s"] == round(580e9 / 2.0 / 1e9, 1)
+
+
+def test_the_peak_is_given_on_the_command_line_or_measured_on_the_cpu(monkeypatch):
+    assert compare_official._peak_tflops(compare_official.torch.device("cpu"), 2.5) == {"bf16": 2.5, "fp32": 2.5}
+    monkeypatch.setattr(compare_official, "cpu_peak_tflops", lambda: {"fp32": 0.4, "bf16": None, "measured_by": "x"})
+    assert compare_official._peak_tflops(compare_official.torch.device("cpu"), None)["fp32"] == 0.4
