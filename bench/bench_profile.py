@@ -16,7 +16,9 @@ convolutions (forward or backward): copies, casts, memory-format changes, elemen
 Timed steps (median, without the profiler) come first; the profiled steps are slower by the
 profiler's own cost, so the table gives shares, and seconds scaled to the timed median. The step's
 FLOPs (torch's counter) over its median time give the attained GFLOP/s, and over the CPU's measured
-peak in the step's precision (bench/cpu_peak.py) the model FLOP utilisation.
+peak in the step's precision (bench/cpu_peak.py) the model FLOP utilisation; and a bound: the step
+if its convolutions ran at that peak (all the step's FLOPs, which are nearly all theirs) while the rest
+took what it takes now.
 Prints one JSON object.
 """
 
@@ -187,6 +189,7 @@ def main() -> None:
         us = parts["forward_us"].get(part, 0.0) + parts["backward_us"].get(part, 0.0)
         table[part] = {"share": round(us / profiled_us, 4), "seconds_per_step": round(step_s * us / profiled_us, 4),
                        "backward_share": round(parts["backward_us"].get(part, 0.0) / profiled_us, 4)}
+    outside_share = 1 - convolution_us(events) / profiled_us
     accounted = sum(row["share"] for row in table.values())
     table["other"]["share"] = round(table["other"]["share"] + 1 - accounted, 4)
     table["other"]["seconds_per_step"] = round(step_s * table["other"]["share"], 4)
@@ -200,7 +203,9 @@ def main() -> None:
         "step_s_median": round(step_s, 4), "step_s_timed": [round(t, 4) for t in times],
         "gflop_per_step": round(flops / 1e9, 2), "gflop_per_s": round(flops / step_s / 1e9, 1),
         "peak_tflops": peaks, "model_flop_utilisation": round(flops / step_s / (peak * 1e12), 4) if peak else None,
-        "parts": table, "not_convolution_share": round(1 - convolution_us(events) / profiled_us, 4),
+        "parts": table, "not_convolution_share": round(outside_share, 4),
+        # The step if the convolutions ran at the peak and everything else took the time it takes now.
+        "step_s_with_convolutions_at_peak": round(step_s * outside_share + flops / (peak * 1e12), 4) if peak else None,
         "top_ops": _top_ops(profiler, args.top),
     }
     print(json.dumps(report, indent=1))
