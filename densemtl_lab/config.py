@@ -54,7 +54,7 @@ AGGREGATOR_NAMES = ("none", "sum", "mean", "mgda", "pcgrad", "cagrad", "imtl-g",
                     "upgrad")
 #: Fields that may differ when a run folder is resumed (they change how, not what, is trained).
 RESUMABLE_CHANGES = frozenset({
-    "train.steps", "train.quiet", "train.device", "train.num_threads", "data.num_workers",
+    "train.steps", "train.quiet", "train.device", "train.num_threads", "train.channels_last", "data.num_workers",
     "data.root", "data.target_root", "train.baselines_file", "train.conflict_every",
 })
 

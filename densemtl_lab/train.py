@@ -165,6 +165,22 @@ def place_model(model: nn.Module, device: torch.device, channels_last: bool | st
     return model
 
 
+def align_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Give every loaded per-parameter state tensor (Adam's moments) its parameter's memory layout.
+
+    A checkpoint keeps the layout of the run that wrote it, and `optimizer.load_state_dict` keeps it too;
+    a run resumed in another `train.channels_last` would pair channels_last weights with NCHW moments
+    (or the reverse), and torch's fused Adam on the CPU then updates the wrong elements without a word
+    (torch 2.14; tests/test_train.py shows it).
+    """
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                    state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 def build_optimizer(optim: OptimConfig, groups: Mapping[str, list[nn.Parameter]]) -> torch.optim.Optimizer:
     """Adam (the reference's) or SGD with momentum over the "backbone" and "default" groups, an
     "alpha" group at `optim.alpha_lr` when `groups` has one (see `alpha_group`), and a "pose" group (the
@@ -492,6 +508,7 @@ class Trainer:
         """Continue from a `state_dict()` (the model is loaded strictly; errors name `source`)."""
         load_model_state(self.model, state["model"], source=source)
         self.optimizer.load_state_dict(state["optimizer"])
+        align_optimizer_state(self.optimizer)  # the run may have been saved in another memory format
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state["scaler"] is not None:

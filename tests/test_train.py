@@ -22,8 +22,8 @@ from densemtl_lab.metrics import MissingBaselineError, delta_m, flatten_metrics,
 from densemtl_lab.models import build_model
 from densemtl_lab.run_folder import default_run_dir
 from densemtl_lab.train import (
-    History, NonFiniteLossError, RunDirError, Trainer, build_optimizer, load_trained_model, place_model,
-    prepare_run_dir, train,
+    History, NonFiniteLossError, RunDirError, Trainer, align_optimizer_state, build_optimizer, load_trained_model,
+    place_model, prepare_run_dir, train,
 )
 
 SLOW_CLI = Path(__file__).parent / "helpers" / "slow_cli.py"
@@ -193,6 +193,49 @@ def test_a_run_paused_with_until_and_resumed_matches_the_straight_run(smoke_run,
         _assert_same(resumed[key], straight[key], key)
     assert resumed["history"]["steps"] == straight["history"]["steps"]
     assert [row["step"] for row in resumed["history"]["evals"]] == [2, 3, 4]  # one more at the pause
+
+
+def _adam_step_after_reload(param_format: torch.memory_format, align: bool) -> torch.Tensor:
+    """A 3x3 weight in `param_format` after two fused Adam steps, its moments reloaded in NCHW between them."""
+    generator = torch.Generator().manual_seed(0)
+    weight, grad = torch.randn(8, 4, 3, 3, generator=generator), torch.randn(8, 4, 3, 3, generator=generator)
+    param = torch.nn.Parameter(weight.contiguous(memory_format=param_format))
+    optimizer = torch.optim.Adam([param], lr=0.1, fused=True)
+    for step in range(2):
+        param.grad = grad.contiguous(memory_format=param_format)
+        optimizer.step()
+        if step == 0:
+            saved = optimizer.state_dict()
+            for key in ("exp_avg", "exp_avg_sq"):
+                saved["state"][0][key] = saved["state"][0][key].contiguous()
+            optimizer.load_state_dict(saved)
+            if align:
+                align_optimizer_state(optimizer)
+    return param.detach().contiguous()
+
+
+def test_reloaded_adam_moments_take_their_weights_layout_without_which_fused_adam_is_wrong():
+    reference = _adam_step_after_reload(torch.contiguous_format, align=False)
+    # torch's fused CPU Adam pairs the elements by memory order: a channels_last weight with NCHW moments
+    # is updated wrongly, silently (if torch fixes this, align_optimizer_state is no longer needed)
+    assert not torch.allclose(_adam_step_after_reload(torch.channels_last, align=False), reference)
+    assert torch.equal(_adam_step_after_reload(torch.channels_last, align=True), reference)
+
+
+def test_a_run_resumes_in_another_memory_format_with_its_moments_in_the_new_one(smoke_run, tmp_path):
+    config, run_dir, _ = smoke_run
+    copy = shutil.copytree(run_dir, tmp_path / "run")
+    (copy / "checkpoints" / "step_0000004.pt").unlink()  # resume from step 2
+    assert config.train.channels_last is False
+    resumed = Trainer(override(config, "train.channels_last=true"), copy, resume=True)
+    assert resumed.step == 2
+    weights = [p for p in resumed.model.parameters() if p.dim() == 4 and p.shape[-1] == 3]
+    assert weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    for param in weights:
+        state = resumed.optimizer.state[param]
+        assert state["exp_avg"].stride() == state["exp_avg_sq"].stride() == param.stride()
+    assert resumed.fit().step == 4
+    assert json.loads((copy / "config.json").read_text())["train"]["channels_last"] is True
 
 
 def _store_baselines(path, tasks: dict[str, tuple[str, float]]) -> None:
